@@ -1,0 +1,1 @@
+//! Template binder (to be written).
