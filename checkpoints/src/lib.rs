@@ -3,10 +3,18 @@
 //! * [`config`]: the task configuration model (Aurora job JSON, MesosTaskInstance JSON, bare Thermos
 //!   task JSON), validated in two phases, and the template binder.
 //! * [`record`]: the records of a checkpoint stream.
+//! * [`codec`]: the Thrift binary encoding of records (shared with legacy Thermos streams).
+//! * [`stream`]: framing, the group-commit writer, the reader that tolerates a torn tail.
 //! * [`replay`]: folding records into a task's state with Thermos's transition rules.
+//! * [`root`]: the layout of a checkpoint root, Hearth's or Thermos's, and task discovery.
+//! * [`inspect`]: human and JSON renderings of a replayed task (`hearth inspect`, `hearth status`).
 //!
 //! This crate is a leaf: it depends on no other Hearth crate.
 
+pub mod codec;
 pub mod config;
+pub mod inspect;
 pub mod record;
 pub mod replay;
+pub mod root;
+pub mod stream;
