@@ -20,7 +20,7 @@
 //! ```
 //!
 //! # The rules
-//! Each rule lives in one function of [`plan`], named here.
+//! Each rule lives in one function of `plan.rs`, named here.
 //!
 //! **Runnable** (`Plan::blocker`): a process may start when it is waiting (not running, finished,
 //! failed or stopped), every predecessor has *finished*, its `min_duration` gate is open (at least
