@@ -1,0 +1,369 @@
+//! Task cgroups against the real kernel: limits, membership before exec, double-forked daemons,
+//! SIGTERM and kill-all, OOM kills, accounting and removal.
+//!
+//! These need root and a cgroup hierarchy. Without them a test prints why and passes, unless
+//! `HEARTH_REQUIRE_CGROUPS=1` is set (CI sets it), in which case it fails. Each test makes its own
+//! cgroup `hearth-test/<test>-<pid>` and removes it, even when it fails.
+
+use std::error::Error;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hearth_executor::cgroup::{self, Hierarchy, Limits, TaskCgroup};
+use nix::sys::signal::Signal;
+
+type TestResult = Result<(), Box<dyn Error>>;
+
+const PARENT: &str = "hearth-test";
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The host's hierarchy, `None` to skip (with the reason printed), or an error when cgroups are
+/// required.
+fn host(test: &str) -> Result<Option<Hierarchy>, Box<dyn Error>> {
+    match cgroup::available() {
+        Ok(h) => Ok(Some(h)),
+        Err(e) if std::env::var("HEARTH_REQUIRE_CGROUPS").as_deref() == Ok("1") => {
+            Err(format!("HEARTH_REQUIRE_CGROUPS=1 but cgroups are not usable: {e}").into())
+        }
+        Err(e) => {
+            eprintln!("skipping {test}: cgroups are not usable here: {e}");
+            Ok(None)
+        }
+    }
+}
+
+/// A task cgroup that is killed and removed when the test ends, however it ends.
+struct Scoped(TaskCgroup);
+
+impl Scoped {
+    fn create(h: &Hierarchy, test: &str, limits: &Limits) -> Result<Self, Box<dyn Error>> {
+        let task_id = format!("{test}-{}", std::process::id());
+        Ok(Self(TaskCgroup::create(h, PARENT, &task_id, limits)?))
+    }
+}
+
+impl Drop for Scoped {
+    fn drop(&mut self) {
+        let _ = self.0.kill_all();
+        if let Err(e) = self.0.remove() {
+            eprintln!(
+                "could not remove test cgroup {}: {e}",
+                self.0.name().display()
+            );
+        }
+    }
+}
+
+/// Starts `bash -c script` inside `cg`: the child writes `0` to every join file after fork and
+/// before exec, through descriptors opened here.
+#[allow(unsafe_code)]
+fn spawn_in(cg: &TaskCgroup, script: &str) -> Result<Child, Box<dyn Error>> {
+    let fds = cg
+        .join_files()
+        .iter()
+        .map(|p| OpenOptions::new().write(true).open(p).map(OwnedFd::from))
+        .collect::<io::Result<Vec<OwnedFd>>>()?;
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut cmd = Command::new("/bin/bash");
+    cmd.arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    // SAFETY: between fork and exec the closure only calls write(2), which is async-signal-safe,
+    // on descriptors opened before the fork (close-on-exec, so they do not leak into the task),
+    // and it neither allocates nor takes locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &raw {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(fds);
+    Ok(child)
+}
+
+/// Polls `done` with a short backoff until it holds, failing after `DEADLINE`.
+fn wait_until(what: &str, mut done: impl FnMut() -> Result<bool, Box<dyn Error>>) -> TestResult {
+    let deadline = Instant::now() + DEADLINE;
+    let mut pause = Duration::from_millis(1);
+    while !done()? {
+        if Instant::now() >= deadline {
+            return Err(format!("timed out after {DEADLINE:?} waiting until {what}").into());
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn pid_of(child: &Child) -> Result<i32, Box<dyn Error>> {
+    Ok(i32::try_from(child.id())?)
+}
+
+fn comm(pid: i32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn limits_are_applied_and_read_back_from_the_kernel() -> TestResult {
+    let Some(h) = host("limits_are_applied_and_read_back_from_the_kernel")? else {
+        return Ok(());
+    };
+    // Not a multiple of the page size: the kernel rounds it down, and that must be accepted.
+    let limits = Limits {
+        memory_bytes: Some((64 << 20) + 12_345),
+        cpu_cores: Some(0.5),
+        pids_max: Some(64),
+    };
+    let cg = Scoped::create(&h, "limits", &limits)?;
+    let read = cg.0.read_limits()?;
+    let memory = read
+        .memory_bytes
+        .ok_or("memory limit reads back as unlimited")?;
+    assert!(
+        (64 << 20..=(64 << 20) + 12_345).contains(&memory),
+        "memory limit {memory}"
+    );
+    assert_eq!(read.cpu_cores, Some(0.5));
+    assert_eq!(read.pids_max, Some(64));
+
+    let reopened =
+        TaskCgroup::open_existing(&h, PARENT, &format!("limits-{}", std::process::id()))?;
+    assert_eq!(reopened.read_limits()?, read);
+    Ok(())
+}
+
+#[test]
+fn spawned_process_is_a_member_of_every_hierarchy_before_exec() -> TestResult {
+    let Some(h) = host("spawned_process_is_a_member_of_every_hierarchy_before_exec")? else {
+        return Ok(());
+    };
+    let cg = Scoped::create(&h, "member", &Limits::default())?;
+    let mut child = spawn_in(&cg.0, "exec sleep 30")?;
+    let pid = pid_of(&child)?;
+    // `spawn` returns once exec has succeeded, so membership must already be visible.
+    for file in cg.0.join_files() {
+        let members = fs::read_to_string(&file)?;
+        assert!(
+            members.lines().any(|l| l.trim() == pid.to_string()),
+            "pid {pid} missing from {}: {members:?}",
+            file.display()
+        );
+    }
+    assert_eq!(cg.0.pids()?, vec![pid]);
+    assert!(!cg.0.is_empty()?);
+    cg.0.kill_all()?;
+    child.wait()?;
+    Ok(())
+}
+
+#[test]
+fn double_forked_daemon_is_still_tracked_after_its_parent_exits() -> TestResult {
+    let Some(h) = host("double_forked_daemon_is_still_tracked_after_its_parent_exits")? else {
+        return Ok(());
+    };
+    let cg = Scoped::create(&h, "daemon", &Limits::default())?;
+    let mut child = spawn_in(&cg.0, "sleep 30 & disown; exit 0")?;
+    let bash = pid_of(&child)?;
+    assert!(child.wait()?.success());
+    let pids = cg.0.pids()?;
+    assert!(
+        !pids.contains(&bash),
+        "the exited parent is still listed: {pids:?}"
+    );
+    // The orphan may not have reached exec yet when its parent exits; it is a member either way.
+    assert_eq!(pids.len(), 1, "the orphan is not tracked: {pids:?}");
+    wait_until("the tracked orphan is sleep", || {
+        Ok(cg.0.pids()?.iter().any(|&p| comm(p) == "sleep"))
+    })?;
+    assert!(!cg.0.is_empty()?);
+    cg.0.kill_all()?;
+    wait_until("the orphan is killed", || Ok(cg.0.is_empty()?))?;
+    Ok(())
+}
+
+#[test]
+fn signal_all_sigterm_empties_the_cgroup() -> TestResult {
+    let Some(h) = host("signal_all_sigterm_empties_the_cgroup")? else {
+        return Ok(());
+    };
+    let cg = Scoped::create(&h, "sigterm", &Limits::default())?;
+    let mut direct = spawn_in(&cg.0, "sleep 30 & sleep 30 & wait")?;
+    let mut orphaning = spawn_in(&cg.0, "sleep 30 & disown; exit 0")?;
+    orphaning.wait()?;
+    wait_until("both sleeps under the first bash have started", || {
+        Ok(cg.0.pids()?.len() >= 4)
+    })?;
+    let members = cg.0.pids()?.len();
+    let signalled = cg.0.signal_all(Signal::SIGTERM)?;
+    assert_eq!(signalled, members);
+    let status = direct.wait()?;
+    assert_eq!(status.signal(), Some(libc::SIGTERM));
+    wait_until("every member has exited", || Ok(cg.0.is_empty()?))?;
+    assert_eq!(cg.0.pids()?, Vec::<i32>::new());
+    Ok(())
+}
+
+#[test]
+fn kill_all_ends_members_that_ignore_sigterm() -> TestResult {
+    let Some(h) = host("kill_all_ends_members_that_ignore_sigterm")? else {
+        return Ok(());
+    };
+    let cg = Scoped::create(&h, "killall", &Limits::default())?;
+    // An ignored signal stays ignored across fork and exec: all three ignore SIGTERM.
+    let mut child = spawn_in(&cg.0, "trap '' TERM; sleep 30 & sleep 30 & wait")?;
+    wait_until("the sleeps have started", || Ok(cg.0.pids()?.len() == 3))?;
+    assert_eq!(cg.0.signal_all(Signal::SIGTERM)?, 3);
+    let survivors = cg.0.pids()?;
+    assert!(child.try_wait()?.is_none(), "bash did not ignore SIGTERM");
+    cg.0.kill_all()?;
+    let status = child.wait()?;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    wait_until("every member is killed", || Ok(cg.0.is_empty()?))?;
+    assert_eq!(survivors.len(), 3, "members after SIGTERM: {survivors:?}");
+    Ok(())
+}
+
+#[test]
+fn v1_freezer_kill_all_ends_every_member_without_cgroup2() -> TestResult {
+    let Some(h) = host("v1_freezer_kill_all_ends_every_member_without_cgroup2")? else {
+        return Ok(());
+    };
+    let Hierarchy::V1 { mounts, .. } = h else {
+        eprintln!("skipping v1_freezer_kill_all_ends_every_member_without_cgroup2: not a v1 host");
+        return Ok(());
+    };
+    // The same host seen without its cgroup2 tree, so kill_all must freeze, kill and thaw.
+    let v1_only = Hierarchy::V1 {
+        mounts: mounts.clone(),
+        unified: None,
+    };
+    let cg = Scoped::create(&v1_only, "freezer", &Limits::default())?;
+    let mut child = spawn_in(&cg.0, "for i in 1 2 3 4; do sleep 30 & done; wait")?;
+    wait_until("the sleeps have started", || Ok(cg.0.pids()?.len() >= 5))?;
+    cg.0.kill_all()?;
+    assert_eq!(child.wait()?.signal(), Some(libc::SIGKILL));
+    wait_until("every member is killed", || Ok(cg.0.is_empty()?))?;
+    let freezer = mounts.freezer.ok_or("no freezer")?;
+    let state = freezer.join(cg.0.name()).join("freezer.state");
+    assert_eq!(fs::read_to_string(state)?.trim(), "THAWED");
+    Ok(())
+}
+
+#[test]
+fn memory_hog_is_oom_killed_and_counted() -> TestResult {
+    let Some(h) = host("memory_hog_is_oom_killed_and_counted")? else {
+        return Ok(());
+    };
+    let limits = Limits {
+        memory_bytes: Some(32 << 20),
+        ..Limits::default()
+    };
+    let cg = Scoped::create(&h, "oom", &limits)?;
+    assert_eq!(cg.0.oom_kills()?, 0);
+    // /dev/zero has no newline, so `tail` keeps all 256 MiB it reads as its "last line".
+    let mut child = spawn_in(
+        &cg.0,
+        "exec 2>/dev/null; head -c 256M /dev/zero | tail -n 1 > /dev/null",
+    )?;
+    let status = child.wait()?;
+    // `tail` is the biggest member and the one killed; bash reports that as 128 + SIGKILL.
+    let killed =
+        status.code() == Some(128 + libc::SIGKILL) || status.signal() == Some(libc::SIGKILL);
+    assert!(killed, "the hog was not killed: {status}");
+    wait_until("the OOM kill is counted", || Ok(cg.0.oom_kills()? >= 1))?;
+    Ok(())
+}
+
+#[test]
+fn stats_account_cpu_time_and_peak_memory() -> TestResult {
+    let Some(h) = host("stats_account_cpu_time_and_peak_memory")? else {
+        return Ok(());
+    };
+    let cg = Scoped::create(&h, "stats", &Limits::default())?;
+    let before = cg.0.stats()?;
+    let script =
+        "x=$(head -c 4M /dev/zero | tr '\\0' a); i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done";
+    let mut child = spawn_in(&cg.0, script)?;
+    assert!(child.wait()?.success());
+    let after = cg.0.stats()?;
+    assert!(
+        after.cpu_usage_ns > before.cpu_usage_ns,
+        "{before:?} -> {after:?}"
+    );
+    if let Some(peak) = after.memory_max_bytes {
+        assert!(
+            peak >= 4 << 20,
+            "peak memory {peak} below the 4 MiB the task held"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn remove_deletes_the_directory_in_every_hierarchy() -> TestResult {
+    let Some(h) = host("remove_deletes_the_directory_in_every_hierarchy")? else {
+        return Ok(());
+    };
+    let limits = Limits {
+        memory_bytes: Some(64 << 20),
+        cpu_cores: Some(1.0),
+        pids_max: Some(16),
+    };
+    let cg = Scoped::create(&h, "remove", &limits)?;
+    let mut child = spawn_in(&cg.0, "sleep 30 & disown; exec sleep 30")?;
+    cg.0.kill_all()?;
+    child.wait()?;
+    cg.0.remove()?;
+    for dir in cg.0.dirs() {
+        assert!(!dir.exists(), "{} is left behind", dir.display());
+    }
+    Ok(())
+}
+
+#[test]
+fn open_existing_reattaches_to_a_live_task() -> TestResult {
+    let Some(h) = host("open_existing_reattaches_to_a_live_task")? else {
+        return Ok(());
+    };
+    let cg = Scoped::create(&h, "reattach", &Limits::default())?;
+    let mut child = spawn_in(&cg.0, "exec sleep 30")?;
+    let task_id = format!("reattach-{}", std::process::id());
+    let again = TaskCgroup::open_existing(&h, PARENT, &task_id)?;
+    assert_eq!(again.pids()?, vec![pid_of(&child)?]);
+    again.kill_all()?;
+    assert_eq!(child.wait()?.signal(), Some(libc::SIGKILL));
+    wait_until("the re-attached handle sees the task empty", || {
+        Ok(again.is_empty()?)
+    })?;
+    Ok(())
+}
+
+#[test]
+fn creating_a_task_cgroup_twice_is_refused() -> TestResult {
+    let Some(h) = host("creating_a_task_cgroup_twice_is_refused")? else {
+        return Ok(());
+    };
+    let _cg = Scoped::create(&h, "twice", &Limits::default())?;
+    let task_id = format!("twice-{}", std::process::id());
+    let err = TaskCgroup::create(&h, PARENT, &task_id, &Limits::default())
+        .err()
+        .ok_or("the second create succeeded")?;
+    assert!(
+        matches!(err, cgroup::CgroupError::AlreadyExists { .. }),
+        "{err}"
+    );
+    Ok(())
+}
