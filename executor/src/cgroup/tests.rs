@@ -546,6 +546,26 @@ fn v1_kill_all_freezes_kills_every_member_and_thaws() -> Result<(), Box<dyn std:
 }
 
 #[test]
+fn v2_kill_all_without_cgroup_kill_freezes_kills_and_thaws()
+-> Result<(), Box<dyn std::error::Error>> {
+    let tmp = TempDir::new()?;
+    let cg = TaskCgroup::create(&v2_tree(&tmp), "hearth", "t", &LIMITS)?;
+    let dir = tmp.path().join("hearth/t");
+    // A kernel before 5.14: no cgroup.kill; cgroup.events reports the freeze as complete.
+    fs::write(dir.join("cgroup.events"), "populated 1\nfrozen 1\n")?;
+    let mut child = Command::new("sleep").arg("30").spawn()?;
+    fake_members(&cg, &[i32::try_from(child.id())?]);
+    let result = cg.kill_all();
+    let status = child.wait()?;
+    result?;
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert_eq!(read(dir.join("cgroup.freeze")), "0");
+    assert!(!dir.join("cgroup.kill").exists());
+    Ok(())
+}
+
+#[test]
 fn signal_all_counts_live_members_and_skips_exited_ones() -> Result<(), Box<dyn std::error::Error>>
 {
     let tmp = TempDir::new()?;
