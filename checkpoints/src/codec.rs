@@ -1,1 +1,1 @@
-//! (in progress)
+//! The Thrift binary-protocol encoding of records (in progress).

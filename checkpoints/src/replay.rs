@@ -45,3 +45,18 @@ impl TaskReplay {
         self.statuses.last().map_or(TaskState::Active, |s| s.state)
     }
 }
+
+/// A record that breaks the transition rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct ReplayError {
+    pub detail: String,
+}
+
+impl TaskReplay {
+    /// Apply one record (in progress).
+    pub fn apply(&mut self, record: &Record) -> Result<(), ReplayError> {
+        let _ = record;
+        Ok(())
+    }
+}
