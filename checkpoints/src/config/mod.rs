@@ -1,16 +1,196 @@
 //! The task configuration model.
 //!
-//! Two phases: [`wire`] holds serde types that mirror Aurora's JSON as it is (every key optional,
-//! unknown keys ignored); validation turns them into the model below, reporting every problem at
-//! once with its field path. The [`template`] binder fills `{{thermos.*}}` and `{{mesos.*}}`.
+//! Two phases, as in every config loader we trust:
+//!
+//! 1. [`wire`]: serde types that mirror Aurora's JSON as it is. Every key is optional, unknown keys
+//!    are ignored (a newer client must not break an older executor), and a value of the wrong type
+//!    is kept aside rather than failing the parse, so that phase 2 can report it with its path.
+//! 2. [`validate`]: turns the wire types into the model below, filling every default of DESIGN
+//!    section 3 and collecting **every** problem at once, each with the field path it concerns
+//!    (`task.processes[2].name: must not contain '/'`).
+//!
+//! The [`template`] binder then fills `{{thermos.*}}` and `{{mesos.*}}` once the executor knows the
+//! task id, user, instance, hostname and ports.
+//!
+//! Three shapes are accepted: an Aurora **job** JSON (`executorConfig.data`: has `task`), a
+//! **MesosTaskInstance** (has `task` and `instance`) and a bare **Thermos task** (has `processes`).
+//! Field paths follow the file: `task.processes[0].name` in a job, `processes[0].name` in a bare
+//! task.
+//!
+//! Decisions worth knowing (Aurora compatibility):
+//! * Aurora's client writes a `health_check_config` (HTTP) and a `lifecycle` into every job, and
+//!   Aurora's executor only uses them when the task has a `health` port. We do the same: the HTTP
+//!   health checker and the lifecycle endpoints are kept in the model only when the task *names*
+//!   the port (in a `{{thermos.ports[...]}}` template, directly or through an `announce.portmap`
+//!   alias, or as a portmap key or target). A shell health checker needs no port and is always
+//!   kept. A job without `health_check_config` gets the default one under the same rule; a bare
+//!   Thermos task never gets a health check it did not ask for.
+//! * `lifecycle: {}` (Aurora's `DisableLifecycle`) turns the lifecycle endpoints off.
+//! * Counts and byte sizes must be whole, non-negative numbers (`5` and `5.0` both pass); durations
+//!   may be fractional seconds.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
 
 pub mod template;
+mod validate;
 pub mod wire;
+
+pub use validate::is_valid_process_name;
+
+/// Configs larger than this are refused before they are read into memory.
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Parse and validate a task config given as JSON text (any of the three shapes).
+pub fn parse(json: &str) -> Result<TaskConfig, ConfigErrors> {
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| json_syntax(&e))?;
+    let wire = wire::WireConfig::from_value(&value)
+        .map_err(|e| ConfigErrors::single("", e.to_string()))?;
+    validate::validate(&wire)
+}
+
+/// Read, parse and validate the task config at `path`. An unreadable file or a JSON syntax error
+/// is reported as a single problem; this never panics.
+pub fn load(path: &Path) -> Result<TaskConfig, ConfigErrors> {
+    let cannot_read = |e: std::io::Error| {
+        ConfigErrors::single("", format!("cannot read {}: {e}", path.display()))
+    };
+    let meta = std::fs::metadata(path).map_err(cannot_read)?;
+    if meta.is_dir() {
+        return Err(ConfigErrors::single(
+            "",
+            format!("cannot read {}: is a directory", path.display()),
+        ));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigErrors::single(
+            "",
+            format!(
+                "cannot read {}: {} bytes is over the {MAX_CONFIG_BYTES}-byte limit for a config",
+                path.display(),
+                meta.len()
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(cannot_read)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        ConfigErrors::single(
+            "",
+            format!(
+                "cannot read {}: not UTF-8 (invalid byte at offset {})",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })?;
+    parse(&text)
+}
+
+/// A JSON syntax error as one problem, with its line and column.
+fn json_syntax(e: &serde_json::Error) -> ConfigErrors {
+    // serde_json's message ends with " at line L column C"; we say where first.
+    let full = e.to_string();
+    let message = match full.rfind(" at line ") {
+        Some(i) => &full[..i],
+        None => full.as_str(),
+    };
+    ConfigErrors::single(
+        "",
+        format!(
+            "invalid JSON at line {}, column {}: {message}",
+            e.line(),
+            e.column()
+        ),
+    )
+}
+
+/// One problem found in a config: where (a field path such as `task.processes[2].name`, or empty
+/// for the file as a whole) and what.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ConfigProblem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config. Displays as one `path: message` line per problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl ConfigErrors {
+    /// A report of exactly one problem.
+    pub fn single(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigErrors {
+            problems: vec![ConfigProblem {
+                path: path.into(),
+                message: message.into(),
+            }],
+        }
+    }
+
+    pub fn problems(&self) -> &[ConfigProblem] {
+        &self.problems
+    }
+
+    /// Whether some problem is exactly `path: message` (handy in tests and callers).
+    pub fn has(&self, path: &str, message: &str) -> bool {
+        self.problems
+            .iter()
+            .any(|p| p.path == path && p.message == message)
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Which of the accepted shapes a config arrived in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigKind {
+    /// Aurora's job JSON (`executorConfig.data`): task fields live under `task`.
+    AuroraJob,
+    /// A MesosTaskInstance: like a job, plus `instance`.
+    TaskInstance,
+    /// A bare Thermos task: task fields at the top level.
+    #[default]
+    ThermosTask,
+}
+
+impl ConfigKind {
+    /// The field-path prefix of task fields in this shape (`task.` or nothing).
+    pub fn task_prefix(self) -> &'static str {
+        match self {
+            ConfigKind::AuroraJob | ConfigKind::TaskInstance => "task.",
+            ConfigKind::ThermosTask => "",
+        }
+    }
+}
 
 /// A validated task, ready to run (templates may still be unbound until [`template`] binds them).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -45,6 +225,8 @@ pub struct JobInfo {
     pub lifecycle: Option<LifecycleConfig>,
     /// `announce.portmap`: alias -> port name or number.
     pub portmap: BTreeMap<String, String>,
+    /// The shape the config arrived in (decides the prefix of field paths).
+    pub kind: ConfigKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
