@@ -4,4 +4,53 @@
 //! * [`cgroup`]: the task's cgroup on v1, v2 or hybrid hosts, or none.
 
 pub mod cgroup;
+pub mod control;
+pub mod keeper;
 pub mod planner;
+pub mod prepare;
+pub mod spawn;
+pub mod supervise;
+
+pub use prepare::RunOptions;
+
+/// `hearth run`: prepare the task, then supervise it until it ends. Returns the exit code:
+/// 0 SUCCESS, 1 FAILED, 2 invalid config or usage (nothing created), 3 KILLED, 4 LOST (the
+/// executor could not go on supervising).
+pub fn run(opts: &RunOptions) -> u8 {
+    let prepared = match prepare::prepare(opts) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("hearth: {}", error_chain(&e));
+            return if e.is_usage() { 2 } else { 1 };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hearth: cannot start the runtime: {e}");
+            return 4;
+        }
+    };
+    match runtime.block_on(supervise::supervise(prepared, opts.json)) {
+        Ok(ending) => ending.exit_code(),
+        Err(e) => {
+            eprintln!("hearth: {}", error_chain(&e));
+            4
+        }
+    }
+}
+
+/// An error and its causes on one line: `a: b: c`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,614 @@
+//! The keeper: one small process per task that is the parent of every task process.
+//!
+//! Only a process's parent (or the subreaper it is re-parented to) can learn its exit status, so
+//! the executor cannot be that parent if it is to survive its own crash. The keeper is forked from
+//! the executor before the executor starts its async runtime, and then:
+//! * becomes a session leader and a child subreaper (`PR_SET_CHILD_SUBREAPER`), so double-forked
+//!   descendants of the task are re-parented to it and reaped, not left as zombies;
+//! * forks and execs task processes when the executor asks ([`protocol::Request::Spawn`]), joining
+//!   them to the task cgroup before exec (see [`crate::spawn`]);
+//! * reaps its children, writes each exit to its own checkpoint stream
+//!   (`checkpoints/<task_id>/keeper`) and fsyncs it (one fsync per burst) *before* telling anyone,
+//!   then sends the exit to the executor if one is connected, and again on every new connection
+//!   until the executor acknowledges it;
+//! * answers a restarted executor over the Unix socket `checkpoints/<task_id>/keeper.sock`.
+//!
+//! It is single-threaded and has no async runtime: one `poll` loop over the listening socket, the
+//! executor's connection, a `signalfd` for `SIGCHLD`, and the pipes of rotated logs. It holds no
+//! task state beyond its children and the unacknowledged exits, so it stays small.
+
+pub mod protocol;
+mod rotate;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hearth_checkpoints::record::{ProcessState, ProcessStatus, Record, RunnerHeader};
+use hearth_checkpoints::stream::CheckpointWriter;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use self::protocol::{Child, Exit, ExitStatus, LogTarget, Reply, Request, SpawnSpec};
+use self::rotate::Rotator;
+use crate::spawn::{self, Fds, Ids, Prepared};
+
+/// Where the keeper keeps its things.
+#[derive(Debug, Clone)]
+pub struct KeeperPaths {
+    pub task_id: String,
+    /// `checkpoints/<task_id>/keeper.sock`.
+    pub socket: PathBuf,
+    /// `checkpoints/<task_id>/keeper`: the keeper's record stream.
+    pub stream: PathBuf,
+    /// `checkpoints/<task_id>/keeper.log`: the keeper's own diagnostics.
+    pub log: PathBuf,
+    /// Every `cgroup.procs` a new child joins before exec (empty without cgroups).
+    pub cgroup_procs: Vec<PathBuf>,
+}
+
+/// The keeper socket's path for a task checkpoint directory.
+pub fn socket_path(checkpoint_dir: &Path) -> PathBuf {
+    checkpoint_dir.join("keeper.sock")
+}
+
+/// Seconds since the epoch, as Thermos records times.
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Start time of `pid` in clock ticks since boot (`/proc/<pid>/stat` field 22), if it exists.
+pub fn pid_start_ticks(pid: i32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After ')': field 3 (state) is the first; field 22 is the 20th.
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+/// Run the keeper until the executor asks it to shut down and no child is left. Returns the
+/// process exit code. Called in the freshly forked keeper process.
+pub fn run(paths: &KeeperPaths, keep_fds: &[RawFd]) -> i32 {
+    match Keeper::start(paths, keep_fds).and_then(|mut k| k.serve()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("hearth keeper for {}: {e}", paths.task_id);
+            1
+        }
+    }
+}
+
+struct Running {
+    child: Child,
+    rotators: Vec<Rotator>,
+}
+
+struct Keeper {
+    paths: KeeperPaths,
+    listener: UnixListener,
+    client: Option<(UnixStream, Vec<u8>)>,
+    signals: SignalFd,
+    writer: CheckpointWriter,
+    cgroup_procs: Vec<File>,
+    dev_null: File,
+    children: BTreeMap<i32, Running>,
+    /// Exits written to the stream but not acknowledged by the executor.
+    unacked: Vec<Exit>,
+    shutting_down: bool,
+    /// Rotators whose process has exited but whose pipe still has writers (descendants).
+    orphan_rotators: Vec<Rotator>,
+}
+
+impl Keeper {
+    fn start(paths: &KeeperPaths, keep_fds: &[RawFd]) -> io::Result<Keeper> {
+        close_inherited_fds(keep_fds);
+        // Diagnostics go to keeper.log; the console belongs to the executor.
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&paths.log)?;
+        let _ = nix::unistd::dup2_stderr(log.as_fd());
+        let _ = nix::unistd::setsid();
+        nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)?;
+
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        mask.thread_block().map_err(io::Error::from)?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(io::Error::from)?;
+
+        let writer = if paths.stream.exists() {
+            CheckpointWriter::open_append(&paths.stream).map(|(w, _)| w)
+        } else {
+            let header = RunnerHeader {
+                task_id: paths.task_id.clone(),
+                launch_time_ms: (now_secs() * 1000.0) as i64,
+                ..RunnerHeader::default()
+            };
+            CheckpointWriter::create(&paths.stream, &header)
+        }
+        .map_err(io::Error::other)?;
+
+        let cgroup_procs = paths
+            .cgroup_procs
+            .iter()
+            .map(|p| {
+                OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(p)
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let dev_null = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?;
+
+        let _ = std::fs::remove_file(&paths.socket);
+        let listener = UnixListener::bind(&paths.socket)?;
+        std::fs::set_permissions(&paths.socket, std::fs::Permissions::from_mode(0o600))?;
+        listener.set_nonblocking(true)?;
+
+        Ok(Keeper {
+            paths: paths.clone(),
+            listener,
+            client: None,
+            signals,
+            writer,
+            cgroup_procs,
+            dev_null,
+            children: BTreeMap::new(),
+            unacked: Vec::new(),
+            shutting_down: false,
+            orphan_rotators: Vec::new(),
+        })
+    }
+
+    fn serve(&mut self) -> io::Result<()> {
+        loop {
+            if self.shutting_down && self.children.is_empty() {
+                self.drain_orphan_rotators();
+                self.send(&Reply::Bye);
+                let _ = std::fs::remove_file(&self.paths.socket);
+                return Ok(());
+            }
+            let (listener_ready, client_ready, signals_ready, rotate_ready) = self.wait()?;
+            if signals_ready {
+                self.reap()?;
+            }
+            for id in rotate_ready {
+                self.pump_rotator(id);
+            }
+            if listener_ready {
+                self.accept();
+            }
+            if client_ready {
+                self.read_client()?;
+            }
+        }
+    }
+
+    /// Block until something is ready; return which.
+    fn wait(&mut self) -> io::Result<(bool, bool, bool, Vec<RawFd>)> {
+        let rotators: Vec<&Rotator> = self
+            .children
+            .values()
+            .flat_map(|r| r.rotators.iter())
+            .chain(self.orphan_rotators.iter())
+            .collect();
+        let mut fds = Vec::with_capacity(3 + rotators.len());
+        fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+        fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
+        let has_client = self.client.is_some();
+        if let Some((s, _)) = &self.client {
+            fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+        }
+        for r in &rotators {
+            fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let ready = |f: &PollFd<'_>| {
+            f.revents().is_some_and(|r| {
+                r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+            })
+        };
+        let listener_ready = ready(&fds[0]);
+        let signals_ready = ready(&fds[1]);
+        let first_rotator = if has_client { 3 } else { 2 };
+        let client_ready = has_client && ready(&fds[2]);
+        let rotate_ready = fds[first_rotator..]
+            .iter()
+            .zip(rotators.iter())
+            .filter(|(f, _)| ready(f))
+            .map(|(_, r)| r.fd())
+            .collect();
+        Ok((listener_ready, client_ready, signals_ready, rotate_ready))
+    }
+
+    fn accept(&mut self) {
+        if let Ok((stream, _)) = self.listener.accept() {
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+            // A new executor replaces the old connection.
+            self.client = Some((stream, Vec::new()));
+        }
+    }
+
+    fn read_client(&mut self) -> io::Result<()> {
+        let Some((stream, buf)) = self.client.as_mut() else {
+            return Ok(());
+        };
+        let mut chunk = [0u8; 64 * 1024];
+        stream.set_nonblocking(true)?;
+        let mut closed = false;
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let _ = stream.set_nonblocking(false);
+        let mut requests = Vec::new();
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            requests.push(serde_json::from_slice::<Request>(&line[..line.len() - 1]));
+        }
+        if buf.len() > 16 * 1024 * 1024 {
+            closed = true;
+        }
+        // Handle the whole burst, commit its records with one fsync, then answer.
+        let mut replies = Vec::with_capacity(requests.len());
+        for req in requests {
+            replies.push(match req {
+                Ok(r) => self.handle(r),
+                Err(e) => Reply::Error {
+                    error: format!("bad request: {e}"),
+                },
+            });
+        }
+        self.writer.commit().map_err(io::Error::other)?;
+        for r in &replies {
+            self.send(r);
+        }
+        if closed {
+            self.client = None;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, req: Request) -> Reply {
+        match req {
+            Request::Spawn(spec) => self.spawn(spec),
+            Request::Hello => Reply::State {
+                keeper_pid: std::process::id() as i32,
+                children: self.children.values().map(|r| r.child.clone()).collect(),
+                exits: self.unacked.clone(),
+            },
+            Request::Ack { process, run } => {
+                self.unacked
+                    .retain(|e| !(e.child.process == process && e.child.run == run));
+                Reply::Signalled {
+                    process,
+                    run,
+                    delivered: true,
+                }
+            }
+            Request::Signal {
+                process,
+                run,
+                signal,
+            } => {
+                let target = self
+                    .children
+                    .values()
+                    .find(|r| r.child.process == process && r.child.run == run)
+                    .map(|r| r.child.pid);
+                let delivered = match (target, Signal::try_from(signal)) {
+                    // The child is not reaped yet, so its pid (and process group id) cannot have
+                    // been recycled.
+                    (Some(pid), Ok(sig)) => {
+                        let group = nix::sys::signal::killpg(Pid::from_raw(pid), sig).is_ok();
+                        let leader = nix::sys::signal::kill(Pid::from_raw(pid), sig).is_ok();
+                        group || leader
+                    }
+                    _ => false,
+                };
+                Reply::Signalled {
+                    process,
+                    run,
+                    delivered,
+                }
+            }
+            Request::Shutdown => {
+                self.shutting_down = true;
+                // Answered with Bye once the last child is gone.
+                Reply::Signalled {
+                    process: String::new(),
+                    run: 0,
+                    delivered: true,
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, spec: SpawnSpec) -> Reply {
+        match self.try_spawn(&spec) {
+            Ok(child) => Reply::Spawned(child),
+            Err(error) => Reply::SpawnFailed {
+                process: spec.process,
+                run: spec.run,
+                error,
+            },
+        }
+    }
+
+    fn try_spawn(&mut self, spec: &SpawnSpec) -> Result<Child, String> {
+        if self.shutting_down {
+            return Err("the keeper is shutting down".into());
+        }
+        if let Some(r) = self
+            .children
+            .values()
+            .find(|r| r.child.process == spec.process && r.child.run == spec.run)
+        {
+            // Idempotent: a restarted executor may resend a spawn it never saw answered.
+            return Ok(r.child.clone());
+        }
+        let ids = spec.credentials.as_ref().map(|c| Ids {
+            uid: c.uid,
+            gid: c.gid,
+            groups: c.groups.clone(),
+        });
+        let prepared = Prepared::new(&spec.process, &spec.argv, &spec.env, &spec.cwd, ids)
+            .map_err(|e| e.to_string())?;
+        let owner = spec.credentials.as_ref().map(|c| (c.uid, c.gid));
+        let (stdout, rot_out) = self.open_target(&spec.stdout, 1, owner)?;
+        let (stderr, rot_err) = self.open_target(&spec.stderr, 2, owner)?;
+        let procs: Vec<RawFd> = self.cgroup_procs.iter().map(|f| f.as_raw_fd()).collect();
+        let fds = Fds {
+            stdin: self.dev_null.as_raw_fd(),
+            stdout: stdout.raw(),
+            stderr: stderr.raw(),
+            cgroup_procs: &procs,
+        };
+        let fork_time = now_secs();
+        let pid = spawn::spawn(&spec.process, &prepared, fds).map_err(|e| e.to_string())?;
+        drop((stdout, stderr));
+        let child = Child {
+            process: spec.process.clone(),
+            run: spec.run,
+            pid,
+            start_ticks: pid_start_ticks(pid),
+            fork_time,
+        };
+        self.writer
+            .append(&Record::Process(ProcessStatus {
+                process: child.process.clone(),
+                state: Some(ProcessState::Running),
+                coordinator_pid: Some(std::process::id() as i32),
+                fork_time: Some(fork_time),
+                start_time: Some(fork_time),
+                pid: Some(pid),
+                run: Some(child.run as i32),
+                pid_start_ticks: child.start_ticks,
+                ..ProcessStatus::default()
+            }))
+            .map_err(|e| e.to_string())?;
+        let rotators = [rot_out, rot_err].into_iter().flatten().collect();
+        self.children.insert(
+            pid,
+            Running {
+                child: child.clone(),
+                rotators,
+            },
+        );
+        Ok(child)
+    }
+
+    /// Open the descriptor a child writes one stream to.
+    fn open_target(
+        &self,
+        target: &LogTarget,
+        inherit: RawFd,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(TargetFd, Option<Rotator>), String> {
+        match target {
+            LogTarget::Inherit => Ok((TargetFd::Borrowed(inherit), None)),
+            LogTarget::Discard => Ok((TargetFd::Borrowed(self.dev_null.as_raw_fd()), None)),
+            LogTarget::File { path } => {
+                let f = open_log(Path::new(path), owner).map_err(|e| format!("{path}: {e}"))?;
+                Ok((TargetFd::Owned(f.into()), None))
+            }
+            LogTarget::Rotate {
+                path,
+                max_bytes,
+                backups,
+            } => {
+                let (rot, write_end) = Rotator::new(Path::new(path), *max_bytes, *backups, owner)
+                    .map_err(|e| format!("{path}: {e}"))?;
+                Ok((TargetFd::Owned(write_end), Some(rot)))
+            }
+        }
+    }
+
+    fn pump_rotator(&mut self, fd: RawFd) {
+        let found = self
+            .children
+            .values_mut()
+            .flat_map(|r| r.rotators.iter_mut())
+            .chain(self.orphan_rotators.iter_mut())
+            .find(|r| r.fd() == fd);
+        if let Some(r) = found {
+            r.pump();
+        }
+        self.orphan_rotators.retain(|r| !r.is_closed());
+    }
+
+    fn drain_orphan_rotators(&mut self) {
+        for r in &mut self.orphan_rotators {
+            r.pump();
+        }
+        self.orphan_rotators.clear();
+    }
+
+    /// Reap every exited child; write their exits with one fsync; then tell the executor.
+    fn reap(&mut self) -> io::Result<()> {
+        while let Ok(Some(_)) = self.signals.read_signal() {}
+        let mut exits = Vec::new();
+        loop {
+            let (pid, status) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, ExitStatus::Signal(sig as i32)),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            };
+            // Orphans re-parented to us (double-forked daemons) are reaped and forgotten.
+            let Some(mut running) = self.children.remove(&pid.as_raw()) else {
+                continue;
+            };
+            for mut r in running.rotators.drain(..) {
+                r.pump();
+                if !r.is_closed() {
+                    self.orphan_rotators.push(r);
+                }
+            }
+            let exit = Exit {
+                child: running.child,
+                status,
+                stop_time: now_secs(),
+            };
+            let (state, return_code, signal) = match status {
+                ExitStatus::Code(0) => (ProcessState::Success, 0, None),
+                ExitStatus::Code(c) => (ProcessState::Failed, c, None),
+                ExitStatus::Signal(s) => (ProcessState::Killed, 128 + s, Some(s)),
+            };
+            self.writer
+                .append(&Record::Process(ProcessStatus {
+                    process: exit.child.process.clone(),
+                    state: Some(state),
+                    pid: Some(pid.as_raw()),
+                    stop_time: Some(exit.stop_time),
+                    return_code: Some(return_code),
+                    signal,
+                    run: Some(exit.child.run as i32),
+                    ..ProcessStatus::default()
+                }))
+                .map_err(io::Error::other)?;
+            exits.push(exit);
+        }
+        if exits.is_empty() {
+            return Ok(());
+        }
+        self.writer.commit().map_err(io::Error::other)?;
+        for e in &exits {
+            self.send(&Reply::Exited(e.clone()));
+        }
+        self.unacked.extend(exits);
+        Ok(())
+    }
+
+    fn send(&mut self, reply: &Reply) {
+        let Some((stream, _)) = self.client.as_mut() else {
+            return;
+        };
+        let mut line = match serde_json::to_vec(reply) {
+            Ok(l) => l,
+            Err(_) => return,
+        };
+        line.push(b'\n');
+        if stream.write_all(&line).is_err() {
+            // The executor is gone; it will ask again when it comes back.
+            self.client = None;
+        }
+    }
+}
+
+/// A descriptor for the child's stdout/stderr: ours to close, or borrowed.
+enum TargetFd {
+    Owned(OwnedFd),
+    Borrowed(RawFd),
+}
+
+impl TargetFd {
+    fn raw(&self) -> RawFd {
+        match self {
+            TargetFd::Owned(f) => f.as_raw_fd(),
+            TargetFd::Borrowed(fd) => *fd,
+        }
+    }
+}
+
+/// Open a log file for appending, creating its directory, owned by the task's user.
+pub(crate) fn open_log(path: &Path, owner: Option<(u32, u32)>) -> io::Result<File> {
+    if let Some(dir) = path.parent() {
+        create_dirs_owned(dir, owner)?;
+    }
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+    }
+    Ok(f)
+}
+
+/// `mkdir -p` that chowns the directories it creates.
+pub(crate) fn create_dirs_owned(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs_owned(parent, owner)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Close every descriptor above 2 except `keep` (the keeper is forked from the executor and must
+/// not hold its lock file, its checkpoint writer or its sockets).
+fn close_inherited_fds(keep: &[RawFd]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2 && !keep.contains(fd))
+        .collect();
+    for fd in fds {
+        let _ = nix::unistd::close(fd);
+    }
+}

@@ -1,0 +1,583 @@
+//! Everything `hearth run` does before the first process starts, synchronously and before any
+//! thread exists: validate, choose ids, bind ports and templates, take the task's lock, create the
+//! sandbox, the cgroup and the checkpoint stream, and fork the keeper.
+//!
+//! Nothing is created until the config has been validated and bound: a bad config leaves no
+//! sandbox, cgroup or checkpoint behind.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use hearth_checkpoints::config::template::{self, Bindings};
+use hearth_checkpoints::config::{self, TaskConfig};
+use hearth_checkpoints::record::{Record, RunnerHeader, TaskState, TaskStatus};
+use hearth_checkpoints::root::{self, Root, TaskPlace};
+use hearth_checkpoints::stream::{self, CheckpointWriter, Replayed};
+use thiserror::Error;
+
+use crate::cgroup::{self, Limits, TaskCgroup};
+use crate::keeper::{self, KeeperPaths};
+
+/// The pids limit of a task cgroup: generous, but it stops a fork bomb from taking the host.
+pub const TASK_PIDS_MAX: u64 = 16_384;
+
+/// The options of `hearth run`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub root: Option<PathBuf>,
+    pub sandbox: Option<PathBuf>,
+    pub task_id: Option<String>,
+    pub ports: Vec<(String, u16)>,
+    pub instance: Option<u32>,
+    pub hostname: Option<String>,
+    pub user: Option<String>,
+    pub no_setuid: bool,
+    pub json: bool,
+    pub force: bool,
+    /// Parent cgroup name under each hierarchy (default `hearth`).
+    pub cgroup_parent: Option<String>,
+}
+
+/// Why a task could not be started. `Usage` errors map to exit code 2 and leave nothing behind.
+#[derive(Debug, Error)]
+pub enum PrepareError {
+    #[error("invalid task config {path}:\n{errors}")]
+    Config { path: PathBuf, errors: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("task {task_id:?} is already run by executor pid {pid} (pass --force to take it over)")]
+    Owned { task_id: String, pid: i32 },
+    #[error("task {task_id:?} already ended {state}; choose another --task-id")]
+    AlreadyFinished {
+        task_id: String,
+        state: &'static str,
+    },
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("checkpoint {path}")]
+    Checkpoint {
+        path: PathBuf,
+        #[source]
+        source: stream::CheckpointError,
+    },
+    #[error(transparent)]
+    Root(#[from] root::RootError),
+    #[error("cgroup for task {task_id:?}")]
+    Cgroup {
+        task_id: String,
+        #[source]
+        source: cgroup::CgroupError,
+    },
+}
+
+impl PrepareError {
+    /// Whether this is the caller's mistake (exit code 2) rather than a failure to run.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            PrepareError::Config { .. }
+                | PrepareError::Usage(_)
+                | PrepareError::Owned { .. }
+                | PrepareError::AlreadyFinished { .. }
+        ) || matches!(self, PrepareError::Root(e) if e.is_usage())
+    }
+}
+
+/// The user the task's processes run as.
+#[derive(Debug, Clone)]
+pub struct TaskUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// Whether the keeper must switch to this user before exec.
+    pub switch: bool,
+}
+
+/// A task ready to be supervised.
+#[derive(Debug)]
+pub struct Prepared {
+    pub task_id: String,
+    pub root: Root,
+    pub task: TaskConfig,
+    pub header: RunnerHeader,
+    pub sandbox: PathBuf,
+    pub user: TaskUser,
+    pub writer: CheckpointWriter,
+    /// The replayed runner stream when this run recovers a task an earlier executor started.
+    pub recovered: Option<Replayed>,
+    pub cgroup: Option<TaskCgroup>,
+    /// Printed once: why there is no cgroup.
+    pub cgroup_warning: Option<String>,
+    pub keeper_socket: PathBuf,
+    pub keeper_stream: PathBuf,
+    /// Held for the executor's lifetime: the task's ownership lock.
+    pub _lock: File,
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> PrepareError + 'a {
+    move |source| PrepareError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    (keeper::now_secs() * 1000.0) as i64
+}
+
+/// Do everything up to and including forking the keeper. Must be called while the process is
+/// single-threaded.
+pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
+    let task = config::load(&opts.config).map_err(|e| PrepareError::Config {
+        path: opts.config.clone(),
+        errors: e.to_string(),
+    })?;
+    let root = Root::given_or_default(opts.root.as_deref())?;
+    for (name, _) in &opts.ports {
+        if name.is_empty() {
+            return Err(PrepareError::Usage("--port: empty port name".into()));
+        }
+    }
+
+    // An existing, unfinished stream for this task id means recovery.
+    let existing = match &opts.task_id {
+        Some(id) => {
+            root::validate_task_id(id)?;
+            let path = root.runner_path(id);
+            if path.exists() {
+                let r = stream::replay_path(&path).map_err(|source| PrepareError::Checkpoint {
+                    path: path.clone(),
+                    source,
+                })?;
+                if r.replay.state().is_terminal() {
+                    return Err(PrepareError::AlreadyFinished {
+                        task_id: id.clone(),
+                        state: r.replay.state().name(),
+                    });
+                }
+                Some(r)
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
+
+    let launch_ms = now_ms();
+    let task_id = match &opts.task_id {
+        Some(id) => id.clone(),
+        None => generate_task_id(&task, launch_ms),
+    };
+    root::validate_task_id(&task_id)?;
+    let user = resolve_user(opts, &task)?;
+    let hostname = match &opts.hostname {
+        Some(h) => h.clone(),
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into()),
+    };
+
+    // Ports: the recovered header's, else --port, else allocated now.
+    let mut ports: BTreeMap<String, u16> = opts.ports.iter().cloned().collect();
+    if let Some(r) = &existing
+        && let Some(h) = &r.replay.header
+    {
+        for (k, v) in &h.ports {
+            if let Ok(p) = u16::try_from(*v) {
+                ports.insert(k.clone(), p);
+            }
+        }
+    }
+    for name in template::required_ports(&task) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = ports.entry(name) {
+            let port = allocate_port().map_err(|source| PrepareError::Io {
+                what: "allocate a port for",
+                path: slot.key().into(),
+                source,
+            })?;
+            slot.insert(port);
+        }
+    }
+    let bindings = Bindings {
+        task_id: task_id.clone(),
+        user: user.name.clone(),
+        instance: opts.instance.or(task.job.instance),
+        hostname: hostname.clone(),
+        ports: ports.clone(),
+    };
+    let task = template::bind(&task, &bindings).map_err(|e| PrepareError::Config {
+        path: opts.config.clone(),
+        errors: e.to_string(),
+    })?;
+
+    // From here on, things are created.
+    let ckpt_dir = root.checkpoint_dir(&task_id);
+    std::fs::create_dir_all(&ckpt_dir).map_err(io_err("create", &ckpt_dir))?;
+    let lock = take_lock(&ckpt_dir.join("executor.lock"), &task_id, opts.force)?;
+
+    let sandbox = match (&existing, &opts.sandbox) {
+        (Some(r), _)
+            if r.replay
+                .header
+                .as_ref()
+                .and_then(|h| h.sandbox.as_ref())
+                .is_some() =>
+        {
+            PathBuf::from(
+                r.replay
+                    .header
+                    .as_ref()
+                    .and_then(|h| h.sandbox.clone())
+                    .unwrap_or_default(),
+            )
+        }
+        (_, Some(s)) => s.clone(),
+        _ => root.path().join("sandboxes").join(&task_id),
+    };
+    create_sandbox(&sandbox, &user)?;
+    let log_dir = sandbox.join(".logs");
+    keeper::create_dirs_owned(&log_dir, user.switch.then_some((user.uid, user.gid)))
+        .map_err(io_err("create log directory", &log_dir))?;
+
+    write_task_config(&root, &task_id, &task)?;
+
+    let runner_path = root.runner_path(&task_id);
+    let (writer, header, recovered) = match existing {
+        Some(_) => {
+            let (w, replayed) = CheckpointWriter::open_append(&runner_path).map_err(|source| {
+                PrepareError::Checkpoint {
+                    path: runner_path.clone(),
+                    source,
+                }
+            })?;
+            let header = replayed.replay.header.clone().unwrap_or_default();
+            (w, header, Some(replayed))
+        }
+        None => {
+            let header = RunnerHeader {
+                task_id: task_id.clone(),
+                launch_time_ms: launch_ms,
+                sandbox: Some(sandbox.display().to_string()),
+                hostname: Some(hostname),
+                user: Some(user.name.clone()),
+                ports: ports
+                    .iter()
+                    .map(|(k, v)| (k.clone(), i64::from(*v)))
+                    .collect(),
+                log_dir: Some(log_dir.display().to_string()),
+                uid: i32::try_from(user.uid).ok(),
+                format_version: Some(hearth_checkpoints::record::FORMAT_VERSION as i32),
+            };
+            let mut w = CheckpointWriter::create(&runner_path, &header).map_err(|source| {
+                PrepareError::Checkpoint {
+                    path: runner_path.clone(),
+                    source,
+                }
+            })?;
+            w.append(&Record::Task(TaskStatus {
+                state: TaskState::Active,
+                timestamp_ms: launch_ms,
+                runner_pid: Some(std::process::id() as i32),
+                runner_uid: Some(nix::unistd::getuid().as_raw() as i32),
+                reason: None,
+            }))
+            .map_err(|source| PrepareError::Checkpoint {
+                path: runner_path.clone(),
+                source,
+            })?;
+            w.commit().map_err(|source| PrepareError::Checkpoint {
+                path: runner_path.clone(),
+                source,
+            })?;
+            (w, header, None)
+        }
+    };
+
+    let (cgroup, cgroup_warning) = setup_cgroup(opts, &task_id, &task, recovered.is_some())?;
+
+    let keeper_socket = keeper::socket_path(&ckpt_dir);
+    let keeper_stream = root.keeper_path(&task_id);
+    if std::os::unix::net::UnixStream::connect(&keeper_socket).is_err() {
+        let paths = KeeperPaths {
+            task_id: task_id.clone(),
+            socket: keeper_socket.clone(),
+            stream: keeper_stream.clone(),
+            log: ckpt_dir.join("keeper.log"),
+            cgroup_procs: cgroup.as_ref().map(|c| c.join_files()).unwrap_or_default(),
+        };
+        start_keeper(&paths)?;
+    }
+
+    Ok(Prepared {
+        task_id,
+        root,
+        task,
+        header,
+        sandbox,
+        user,
+        writer,
+        recovered,
+        cgroup,
+        cgroup_warning,
+        keeper_socket,
+        keeper_stream,
+        _lock: lock,
+    })
+}
+
+/// Fork the keeper, which forks again so that it is not our child (a crashed executor must not
+/// leave it a zombie, and it must outlive us).
+fn start_keeper(paths: &KeeperPaths) -> Result<(), PrepareError> {
+    if !crate::spawn::is_single_threaded() {
+        return Err(PrepareError::Usage(
+            "internal error: the keeper must be forked before any thread starts".into(),
+        ));
+    }
+    let p = paths.clone();
+    let pid = crate::spawn::fork_keeper(move || {
+        // The intermediate child: fork the real keeper and exit at once.
+        match crate::spawn::fork_keeper(move || keeper::run(&p, &[])) {
+            Ok(_) => 0,
+            Err(_) => 1,
+        }
+    })
+    .map_err(io_err("fork the keeper for", &paths.socket))?;
+    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    match status {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+        _ => Err(PrepareError::Io {
+            what: "start the keeper for",
+            path: paths.socket.clone(),
+            source: io::Error::other("the keeper's launcher failed"),
+        }),
+    }
+}
+
+fn setup_cgroup(
+    opts: &RunOptions,
+    task_id: &str,
+    task: &TaskConfig,
+    recovering: bool,
+) -> Result<(Option<TaskCgroup>, Option<String>), PrepareError> {
+    let hierarchy = match cgroup::available() {
+        Ok(h) => h,
+        Err(why) => {
+            return Ok((
+                None,
+                Some(format!(
+                    "cgroups unavailable ({why}); falling back to process groups and a subreaper: \
+                     limits are not enforced and double-forked daemons may survive a kill"
+                )),
+            ));
+        }
+    };
+    let parent = opts
+        .cgroup_parent
+        .clone()
+        .unwrap_or_else(|| "hearth".to_owned());
+    let limits = Limits {
+        memory_bytes: (task.resources.ram > 0).then_some(task.resources.ram),
+        cpu_cores: (task.resources.cpu > 0.0).then_some(task.resources.cpu),
+        pids_max: Some(TASK_PIDS_MAX),
+    };
+    let cg = if recovering {
+        TaskCgroup::open_existing(&hierarchy, &parent, task_id)
+            .or_else(|_| TaskCgroup::create(&hierarchy, &parent, task_id, &limits))
+    } else {
+        TaskCgroup::create(&hierarchy, &parent, task_id, &limits)
+    }
+    .map_err(|source| PrepareError::Cgroup {
+        task_id: task_id.to_owned(),
+        source,
+    })?;
+    Ok((Some(cg), None))
+}
+
+/// Take the task's ownership lock (`flock`, released by the kernel when the executor dies), and
+/// write our pid into it.
+fn take_lock(path: &Path, task_id: &str, force: bool) -> Result<File, PrepareError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io_err("open", path))?;
+    let try_lock = |f: &File| {
+        rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+    };
+    if !try_lock(&file) {
+        let pid = lock_holder(path).unwrap_or(0);
+        if !force {
+            return Err(PrepareError::Owned {
+                task_id: task_id.to_owned(),
+                pid,
+            });
+        }
+        if pid > 0 {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+            PrepareError::Io {
+                what: "lock",
+                path: path.to_path_buf(),
+                source: e.into(),
+            }
+        })?;
+    }
+    file.set_len(0).map_err(io_err("truncate", path))?;
+    writeln!(file, "{}", std::process::id()).map_err(io_err("write", path))?;
+    Ok(file)
+}
+
+/// The pid written in a task's lock file.
+pub fn lock_holder(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Whether some executor holds the lock at `path` now.
+pub fn lock_is_held(path: &Path) -> bool {
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared).is_err()
+}
+
+fn generate_task_id(task: &TaskConfig, launch_ms: i64) -> String {
+    let mut parts = Vec::new();
+    if let Some(r) = &task.job.role {
+        parts.push(r.clone());
+    }
+    if let Some(e) = &task.job.environment {
+        parts.push(e.clone());
+    }
+    parts.push(task.job.name.clone().unwrap_or_else(|| task.name.clone()));
+    if let Some(i) = task.job.instance {
+        parts.push(i.to_string());
+    }
+    let name: String = parts
+        .join("-")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{name}-{launch_ms}-{:04x}", std::process::id() & 0xffff)
+}
+
+fn resolve_user(opts: &RunOptions, task: &TaskConfig) -> Result<TaskUser, PrepareError> {
+    let me = nix::unistd::getuid();
+    let as_root = me.is_root();
+    let wanted = if opts.no_setuid || !as_root {
+        None
+    } else {
+        opts.user.clone().or_else(|| task.job.role.clone())
+    };
+    if !as_root && opts.user.is_some() && !opts.no_setuid {
+        return Err(PrepareError::Usage(
+            "--user: switching users needs root (or pass --no-setuid)".into(),
+        ));
+    }
+    match wanted {
+        Some(name) => {
+            let u = nix::unistd::User::from_name(&name)
+                .map_err(|e| PrepareError::Usage(format!("user {name:?}: cannot look it up: {e}")))?
+                .ok_or_else(|| {
+                    PrepareError::Usage(format!(
+                        "user {name:?} does not exist on this host (the task's role); pass \
+                         --user USER or --no-setuid"
+                    ))
+                })?;
+            let cname = std::ffi::CString::new(name.clone())
+                .map_err(|_| PrepareError::Usage(format!("user {name:?}: contains a NUL byte")))?;
+            let groups = nix::unistd::getgrouplist(&cname, u.gid)
+                .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+                .unwrap_or_else(|_| vec![u.gid.as_raw()]);
+            let switch = u.uid != me;
+            Ok(TaskUser {
+                name,
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+                groups,
+                switch,
+            })
+        }
+        None => {
+            let u = nix::unistd::User::from_uid(me).ok().flatten();
+            Ok(TaskUser {
+                name: u
+                    .as_ref()
+                    .map_or_else(|| me.to_string(), |u| u.name.clone()),
+                uid: me.as_raw(),
+                gid: nix::unistd::getgid().as_raw(),
+                groups: Vec::new(),
+                switch: false,
+            })
+        }
+    }
+}
+
+fn create_sandbox(sandbox: &Path, user: &TaskUser) -> Result<(), PrepareError> {
+    std::fs::create_dir_all(sandbox).map_err(io_err("create sandbox", sandbox))?;
+    std::fs::set_permissions(sandbox, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_err("chmod sandbox", sandbox))?;
+    if user.switch {
+        std::os::unix::fs::chown(sandbox, Some(user.uid), Some(user.gid))
+            .map_err(io_err("chown sandbox", sandbox))?;
+    }
+    Ok(())
+}
+
+/// Write the bound task config to `tasks/active/<task_id>` atomically.
+fn write_task_config(root: &Root, task_id: &str, task: &TaskConfig) -> Result<(), PrepareError> {
+    let path = root.task_config_path(task_id, TaskPlace::Active);
+    let json = serde_json::to_vec_pretty(task).map_err(|e| PrepareError::Io {
+        what: "serialize the task config for",
+        path: path.clone(),
+        source: io::Error::other(e),
+    })?;
+    write_atomic(&path, &json).map_err(io_err("write", &path))
+}
+
+/// Write a file atomically: temp file, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("no parent directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// A free TCP port, chosen by the kernel.
+fn allocate_port() -> io::Result<u16> {
+    let l = std::net::TcpListener::bind(("0.0.0.0", 0))?;
+    Ok(l.local_addr()?.port())
+}

@@ -1,0 +1,243 @@
+//! Forking: the only module of Hearth allowed to use `unsafe`.
+//!
+//! Two entry points:
+//! * [`fork_keeper`] forks the executor into the keeper, while the executor is still
+//!   single-threaded (before any async runtime exists), so the child may run ordinary Rust code.
+//! * [`spawn`] forks a task process from the keeper and execs it. Between `fork` and `execve` the
+//!   child only makes async-signal-safe system calls on values prepared *before* the fork: no
+//!   allocation, no locks, no formatting. The order is deliberate:
+//!   1. join the task's cgroups by writing `0` to each pre-opened `cgroup.procs` — before anything
+//!      else, so that nothing the process does can escape the cgroup (its limits, accounting and
+//!      kill-all apply from its first instruction after exec);
+//!   2. `setsid`, so the run and everything it forks (that does not setsid itself) form one process
+//!      group the keeper can signal;
+//!   3. restore the default signal mask and dispositions (the keeper blocks `SIGCHLD`, Rust ignores
+//!      `SIGPIPE`; an exec'd program must not inherit either);
+//!   4. stdin from `/dev/null`, stdout and stderr to the prepared log descriptors;
+//!   5. `setgroups`, `setgid`, `setuid`, in that order (groups and gid need the privilege the uid
+//!      change gives up);
+//!   6. `chdir` into the sandbox;
+//!   7. mark every descriptor above 2 close-on-exec, so the process inherits nothing else;
+//!   8. `execve`. On any failure the child writes a fixed message to its stderr and exits 127
+//!      (exec) or 126 (setup), which the planner sees as an ordinary failed run.
+#![allow(unsafe_code)]
+
+use std::ffi::{CString, NulError};
+use std::os::fd::RawFd;
+use std::ptr;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum SpawnError {
+    #[error("argument, environment entry or path of process {process:?} contains a NUL byte")]
+    Nul {
+        process: String,
+        #[source]
+        source: NulError,
+    },
+    #[error("fork failed for process {process:?}")]
+    Fork {
+        process: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything the child needs, prepared (allocated) before the fork.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Kept alive for the pointers in `argv_ptrs`.
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _envp: Vec<CString>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    cwd: CString,
+    credentials: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+}
+
+/// Credentials to switch to in the child.
+#[derive(Debug, Clone)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// Descriptors the child uses; all owned by the caller, which closes them after [`spawn`].
+#[derive(Debug, Clone, Copy)]
+pub struct Fds<'a> {
+    pub stdin: RawFd,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+    /// Open `cgroup.procs` files (write-only) of every hierarchy the task uses.
+    pub cgroup_procs: &'a [RawFd],
+}
+
+impl Prepared {
+    pub fn new(
+        process: &str,
+        argv: &[String],
+        env: &[String],
+        cwd: &str,
+        ids: Option<Ids>,
+    ) -> Result<Prepared, SpawnError> {
+        let nul = |source| SpawnError::Nul {
+            process: process.to_owned(),
+            source,
+        };
+        let argv: Vec<CString> = argv
+            .iter()
+            .map(|a| CString::new(a.as_str()))
+            .collect::<Result<_, _>>()
+            .map_err(nul)?;
+        let envp: Vec<CString> = env
+            .iter()
+            .map(|e| CString::new(e.as_str()))
+            .collect::<Result<_, _>>()
+            .map_err(nul)?;
+        let cwd = CString::new(cwd).map_err(nul)?;
+        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(ptr::null());
+        let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+        envp_ptrs.push(ptr::null());
+        Ok(Prepared {
+            _argv: argv,
+            argv_ptrs,
+            _envp: envp,
+            envp_ptrs,
+            cwd,
+            credentials: ids.map(|i| (i.uid, i.gid, i.groups)),
+        })
+    }
+}
+
+const MSG_CGROUP: &[u8] = b"hearth: could not join the task cgroup before exec\n";
+const MSG_SETUP: &[u8] =
+    b"hearth: could not set up the process (setsid, dup2, credentials or chdir)\n";
+const MSG_EXEC: &[u8] = b"hearth: execve failed\n";
+
+/// Fork and exec a task process. Returns the child's pid. Must be called from a single-threaded
+/// process (the keeper).
+pub fn spawn(process: &str, p: &Prepared, fds: Fds<'_>) -> Result<i32, SpawnError> {
+    // SAFETY: the keeper is single-threaded, so no other thread can hold a lock the child would
+    // need; and the child below only makes async-signal-safe calls on memory prepared before the
+    // fork (`p` and `fds`), then execs or `_exit`s.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(SpawnError::Fork {
+            process: process.to_owned(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    if pid == 0 {
+        // SAFETY: we are the freshly forked child; see `child_exec`'s contract.
+        unsafe { child_exec(p, fds) }
+    }
+    Ok(pid)
+}
+
+/// Write a static message to `fd`, ignoring errors (there is nobody to report them to).
+///
+/// # Safety
+/// Async-signal-safe: a single `write` of static bytes.
+unsafe fn say(fd: RawFd, msg: &[u8]) {
+    // SAFETY: `msg` is a valid slice for its length, and `write` is async-signal-safe.
+    unsafe {
+        libc::write(fd, msg.as_ptr().cast(), msg.len());
+    }
+}
+
+/// The child's side of [`spawn`]: set up and exec, or exit.
+///
+/// # Safety
+/// Only call in the child of a fork from a single-threaded process, with `p` and `fds` prepared
+/// before the fork. Uses async-signal-safe system calls only and never returns.
+unsafe fn child_exec(p: &Prepared, fds: Fds<'_>) -> ! {
+    // SAFETY: for the whole body, every call is an async-signal-safe system call whose pointer
+    // arguments point into `p` or to stack values that outlive the call.
+    unsafe {
+        // 1. Join the cgroups first: nothing may run outside them.
+        for &fd in fds.cgroup_procs {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                say(fds.stderr, MSG_CGROUP);
+                libc::_exit(126);
+            }
+        }
+        // 2. A process group (and session) of its own.
+        if libc::setsid() < 0 {
+            say(fds.stderr, MSG_SETUP);
+            libc::_exit(126);
+        }
+        // 3. Default signal mask and dispositions.
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        // 4. Standard streams.
+        if libc::dup2(fds.stdin, 0) < 0
+            || libc::dup2(fds.stdout, 1) < 0
+            || libc::dup2(fds.stderr, 2) < 0
+        {
+            say(fds.stderr, MSG_SETUP);
+            libc::_exit(126);
+        }
+        // 5. Credentials: groups and gid while we still may, then the uid.
+        if let Some((uid, gid, groups)) = &p.credentials
+            && (libc::setgroups(groups.len(), groups.as_ptr()) < 0
+                || libc::setgid(*gid) < 0
+                || libc::setuid(*uid) < 0)
+        {
+            say(2, MSG_SETUP);
+            libc::_exit(126);
+        }
+        // 6. The sandbox.
+        if libc::chdir(p.cwd.as_ptr()) < 0 {
+            say(2, MSG_SETUP);
+            libc::_exit(126);
+        }
+        // 7. Inherit nothing but 0-2. CLOSE_RANGE_CLOEXEC (4) keeps the call cheap and safe.
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32);
+        // 8. Exec.
+        libc::execve(p.argv_ptrs[0], p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+        say(2, MSG_EXEC);
+        libc::_exit(127)
+    }
+}
+
+/// Fork the calling process. In the child, run `child` (which must not return); in the parent,
+/// return the child's pid.
+///
+/// Call only while the process is single-threaded (before an async runtime is built): the child
+/// then runs ordinary Rust code safely, since no lock can be held by a thread that does not exist
+/// in the child.
+pub fn fork_keeper(child: impl FnOnce() -> i32) -> std::io::Result<i32> {
+    // SAFETY: the caller guarantees the process is single-threaded, so the child inherits a
+    // consistent heap and no held locks.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let code = child();
+        // SAFETY: leaving the child without running the parent's destructors or atexit handlers,
+        // which belong to the parent's resources.
+        unsafe { libc::_exit(code) }
+    }
+    Ok(pid)
+}
+
+/// Whether this process has exactly one thread (read from `/proc/self/status`).
+pub fn is_single_threaded() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:").map(|v| v.trim() == "1"))
+        })
+        .unwrap_or(false)
+}

@@ -1,0 +1,1083 @@
+//! The executor's event loop: drive the planner, talk to the keeper, write the checkpoint, tear
+//! the task down.
+//!
+//! One loop, one phase variable. Each turn: launch what the planner allows, commit every record
+//! of the turn with one fsync (group commit), and only then send spawn requests, acknowledge exits
+//! to the keeper and print progress — a transition is never acted on or reported before it is
+//! durable. Then wait for the next keeper message, planner wake-up, phase deadline or signal.
+//!
+//! Phases follow Thermos: ACTIVE (the regular plan) → CLEANING (SIGTERM to what is left, up to
+//! `finalization_wait`) → FINALIZING (SIGKILL the rest, run final processes within what is left of
+//! the budget) → SUCCESS | FAILED | KILLED.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hearth_checkpoints::config::{LogDestination, LogMode};
+use hearth_checkpoints::record::{
+    ProcessState, ProcessStatus, Record, TaskState, TaskStatus, TeardownStep,
+};
+use hearth_checkpoints::replay::TaskReplay;
+use hearth_checkpoints::root::TaskPlace;
+use hearth_checkpoints::stream::CheckpointWriter;
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::keeper::now_secs;
+use crate::keeper::protocol::{
+    Child, Credentials, Exit, ExitStatus, LogTarget, Reply, Request, SpawnSpec,
+};
+use crate::planner::{Outcome, PlanState, Planner, Verdict};
+use crate::prepare::{Prepared, now_ms, write_atomic};
+
+/// How the task ended, and the process exit code `hearth run` returns for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ending {
+    pub state: TaskState,
+    pub reason: String,
+}
+
+impl Ending {
+    /// 0 SUCCESS, 1 FAILED, 3 KILLED, 4 LOST.
+    pub fn exit_code(&self) -> u8 {
+        match self.state {
+            TaskState::Success => 0,
+            TaskState::Killed => 3,
+            TaskState::Lost => 4,
+            _ => 1,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SuperviseError {
+    #[error("cannot reach the keeper at {path}")]
+    Keeper {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the keeper closed its connection unexpectedly")]
+    KeeperGone,
+    #[error("checkpoint write failed")]
+    Checkpoint(#[from] hearth_checkpoints::stream::CheckpointError),
+    #[error("cannot rebuild the plan from the checkpoint")]
+    Plan(#[from] crate::planner::PlannerError),
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Active,
+    Cleaning { deadline: Instant, killed: bool },
+    Finalizing { deadline: Instant },
+}
+
+/// The executor's view of one process's current run.
+#[derive(Debug, Clone)]
+struct Proc {
+    run: u32,
+    seq: i64,
+    state: ProcessState,
+    pid: Option<i32>,
+    is_final: bool,
+}
+
+/// Progress lines for people (or JSON lines for machines).
+#[derive(Debug, Serialize)]
+struct Event<'a> {
+    time_ms: i64,
+    task_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<u32>,
+    state: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    return_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signal: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+struct Supervisor {
+    p: Prepared,
+    json: bool,
+    planner: Planner,
+    procs: BTreeMap<String, Proc>,
+    phase: Phase,
+    /// The task's outcome, decided when CLEANING starts.
+    ending: Option<Ending>,
+    kill_requested: Option<String>,
+    /// Runs the executor itself signalled: their signal deaths are KILLED, not failures.
+    signalled: BTreeSet<(String, u32)>,
+    keeper_tx: OwnedWriteHalf,
+    keeper_pid: Option<i32>,
+    /// Requests and acknowledgements to send once the turn's records are durable.
+    outbox: Vec<Request>,
+    /// Lines to print once the turn's records are durable.
+    lines: Vec<String>,
+    oom_kills_seen: u64,
+    /// Re-check an apparently empty task for stray processes at this time.
+    stray_check: Option<Instant>,
+}
+
+/// Supervise a prepared task until it ends. Runs inside a tokio runtime.
+pub async fn supervise(p: Prepared, json: bool) -> Result<Ending, SuperviseError> {
+    let stream = connect_keeper(&p.keeper_socket).await?;
+    let (rx, tx) = stream.into_split();
+    let (events_tx, mut events) = mpsc::unbounded_channel::<Reply>();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(rx).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(reply) = serde_json::from_str::<Reply>(&line)
+                && events_tx.send(reply).is_err()
+            {
+                break;
+            }
+        }
+    });
+
+    let replay = p
+        .recovered
+        .as_ref()
+        .map(|r| r.replay.clone())
+        .unwrap_or_default();
+    let now = Instant::now();
+    let planner = if p.recovered.is_some() {
+        Planner::from_replay(&p.task, &replay, now, now_secs())?
+    } else {
+        Planner::new(&p.task)
+    };
+    let mut s = Supervisor {
+        json,
+        planner,
+        procs: BTreeMap::new(),
+        phase: Phase::Active,
+        ending: None,
+        kill_requested: None,
+        signalled: BTreeSet::new(),
+        keeper_tx: tx,
+        keeper_pid: None,
+        outbox: Vec::new(),
+        lines: Vec::new(),
+        oom_kills_seen: 0,
+        stray_check: None,
+        p,
+    };
+    if let Some(w) = &s.p.cgroup_warning {
+        eprintln!("hearth: warning: {w}");
+    }
+    s.oom_kills_seen =
+        s.p.cgroup
+            .as_ref()
+            .and_then(|c| c.oom_kills().ok())
+            .unwrap_or(0);
+    s.load_procs(&replay);
+    s.restore_phase(&replay);
+
+    // Reconcile with the keeper: who is alive, which exits we have not recorded.
+    s.send_now(&[Request::Hello]).await?;
+    loop {
+        match events.recv().await {
+            Some(Reply::State {
+                keeper_pid,
+                children,
+                exits,
+            }) => {
+                s.keeper_pid = Some(keeper_pid);
+                s.reconcile(children, exits);
+                break;
+            }
+            Some(_) => continue,
+            None => return Err(SuperviseError::KeeperGone),
+        }
+    }
+    s.event(
+        None,
+        None,
+        if s.p.recovered.is_some() {
+            "RECOVERED"
+        } else {
+            "STARTED"
+        },
+        None,
+        None,
+        None,
+        None,
+    );
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(SuperviseError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(SuperviseError::Signals)?;
+
+    loop {
+        s.step();
+        s.flush().await?;
+        if let Some(ending) = s.finished() {
+            s.finish(&ending).await?;
+            return Ok(ending);
+        }
+        let wake = s.next_wakeup();
+        tokio::select! {
+            ev = events.recv() => {
+                match ev {
+                    Some(r) => s.on_reply(r),
+                    None => return Err(SuperviseError::KeeperGone),
+                }
+                // Drain whatever else is already here, so one fsync covers the burst.
+                while let Ok(r) = events.try_recv() {
+                    s.on_reply(r);
+                }
+            }
+            _ = sleep_until(wake) => {}
+            _ = sigterm.recv() => s.request_kill("the executor received SIGTERM"),
+            _ = sigint.recv() => s.request_kill("the executor received SIGINT"),
+        }
+    }
+}
+
+async fn sleep_until(when: Option<Instant>) {
+    match when {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Connect to the keeper, waiting (bounded) for a freshly forked one to bind its socket.
+async fn connect_keeper(path: &std::path::Path) -> Result<UnixStream, SuperviseError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        match UnixStream::connect(path).await {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(SuperviseError::Keeper {
+                    path: path.to_path_buf(),
+                    source: e,
+                });
+            }
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+impl Supervisor {
+    fn task_id(&self) -> &str {
+        &self.p.task_id
+    }
+
+    fn writer(&mut self) -> &mut CheckpointWriter {
+        &mut self.p.writer
+    }
+
+    fn append(&mut self, rec: Record) {
+        if let Err(e) = self.writer().append(&rec) {
+            // Encoding a record we built ourselves cannot fail short of a bug; say so loudly.
+            eprintln!("hearth: cannot encode checkpoint record {rec:?}: {e}");
+        }
+    }
+
+    /// Build the per-process view from the replay (empty for a fresh task) and give every
+    /// process without a run its first WAITING record.
+    fn load_procs(&mut self, replay: &TaskReplay) {
+        let finals: BTreeSet<String> = self
+            .p
+            .task
+            .processes
+            .iter()
+            .filter(|p| p.is_final)
+            .map(|p| p.name.clone())
+            .collect();
+        let names: Vec<String> = self
+            .p
+            .task
+            .processes
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        for name in names {
+            let is_final = finals.contains(&name);
+            match replay.processes.get(&name).and_then(|runs| runs.last()) {
+                Some(last) => {
+                    self.procs.insert(
+                        name,
+                        Proc {
+                            run: last.run,
+                            seq: last.seq,
+                            state: last.state,
+                            pid: last.pid,
+                            is_final,
+                        },
+                    );
+                }
+                None => {
+                    self.procs.insert(
+                        name.clone(),
+                        Proc {
+                            run: 0,
+                            seq: -1,
+                            state: ProcessState::Waiting,
+                            pid: None,
+                            is_final,
+                        },
+                    );
+                    self.record(&name, ProcessState::Waiting, ProcessStatus::default());
+                }
+            }
+        }
+    }
+
+    /// A recovered task continues in the phase its last task status says.
+    fn restore_phase(&mut self, replay: &TaskReplay) {
+        let wait = self.p.task.finalization_wait;
+        let now = Instant::now();
+        // The budget restarts from a recovery: an executor that was down cannot have spent it.
+        match replay.state() {
+            TaskState::Cleaning => {
+                self.phase = Phase::Cleaning {
+                    deadline: now + wait,
+                    killed: false,
+                };
+                self.ending = Some(self.ending_from_replay(replay));
+            }
+            TaskState::Finalizing => {
+                self.phase = Phase::Finalizing {
+                    deadline: now + wait,
+                };
+                self.ending = Some(self.ending_from_replay(replay));
+            }
+            _ => {}
+        }
+    }
+
+    fn ending_from_replay(&self, replay: &TaskReplay) -> Ending {
+        // The outcome was decided when CLEANING began; it is carried in that status's reason.
+        let reason = replay
+            .statuses
+            .last()
+            .and_then(|s| s.reason.clone())
+            .unwrap_or_default();
+        let state = if reason.starts_with("killed") {
+            TaskState::Killed
+        } else if reason.is_empty() || reason == SUCCESS_REASON {
+            TaskState::Success
+        } else {
+            TaskState::Failed
+        };
+        Ending { state, reason }
+    }
+
+    /// Write one process record: bump the seq, fill in process and state.
+    fn record(&mut self, name: &str, state: ProcessState, mut rec: ProcessStatus) {
+        let Some(p) = self.procs.get_mut(name) else {
+            return;
+        };
+        if state == ProcessState::Waiting && p.seq >= 0 {
+            p.run += 1;
+        }
+        p.seq += 1;
+        p.state = state;
+        if rec.pid.is_some() {
+            p.pid = rec.pid;
+        }
+        rec.seq = p.seq;
+        rec.process = name.to_owned();
+        rec.state = Some(state);
+        self.append(Record::Process(rec));
+    }
+
+    fn record_task(&mut self, state: TaskState, reason: Option<String>) {
+        self.append(Record::Task(TaskStatus {
+            state,
+            timestamp_ms: now_ms(),
+            runner_pid: Some(std::process::id() as i32),
+            runner_uid: Some(nix::unistd::getuid().as_raw() as i32),
+            reason,
+        }));
+    }
+
+    fn record_step(&mut self, step: &str, detail: Option<String>) {
+        self.append(Record::Teardown(TeardownStep {
+            step: step.to_owned(),
+            timestamp_ms: now_ms(),
+            detail,
+        }));
+    }
+
+    /// After a restart: merge what the keeper knows into the checkpoint.
+    fn reconcile(&mut self, children: Vec<Child>, exits: Vec<Exit>) {
+        let alive: BTreeMap<(String, u32), Child> = children
+            .into_iter()
+            .map(|c| ((c.process.clone(), c.run), c))
+            .collect();
+        for exit in exits {
+            let key = (exit.child.process.clone(), exit.child.run);
+            let cur = self.procs.get(&key.0).map(|p| (p.run, p.state));
+            if cur.is_some_and(|(run, state)| run == key.1 && !state.is_terminal()) {
+                self.on_exit(exit);
+            } else {
+                // Already recorded before the crash; the ack was lost.
+                self.outbox.push(Request::Ack {
+                    process: key.0,
+                    run: key.1,
+                });
+            }
+        }
+        let names: Vec<String> = self.procs.keys().cloned().collect();
+        for name in names {
+            let Some(p) = self.procs.get(&name).cloned() else {
+                continue;
+            };
+            match (p.state, alive.get(&(name.clone(), p.run))) {
+                (ProcessState::Forked, Some(c)) => self.on_spawned(c.clone()),
+                (ProcessState::Forked | ProcessState::Running, None) => {
+                    // The spawn never happened, or the keeper that ran it is gone: the exit
+                    // status is unknowable. Thermos's LOST: re-run without counting a failure.
+                    self.record(
+                        &name,
+                        ProcessState::Lost,
+                        ProcessStatus {
+                            stop_time: Some(now_secs()),
+                            reason: Some("lost: no keeper knows this run".into()),
+                            ..ProcessStatus::default()
+                        },
+                    );
+                    self.event(
+                        Some(&name),
+                        Some(p.run),
+                        "LOST",
+                        None,
+                        None,
+                        None,
+                        Some("no keeper knows this run"),
+                    );
+                    self.exited(&name, Outcome::Lost);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn request_kill(&mut self, why: &str) {
+        if self.kill_requested.is_none() {
+            self.kill_requested = Some(why.to_owned());
+        }
+    }
+
+    /// Decide and do this turn's work (without waiting).
+    fn step(&mut self) {
+        let now = Instant::now();
+        match self.phase {
+            Phase::Active => {
+                if let Some(why) = self.kill_requested.clone() {
+                    self.begin_cleaning(Ending {
+                        state: TaskState::Killed,
+                        reason: format!("killed: {why}"),
+                    });
+                    return;
+                }
+                match self.planner.regular_state() {
+                    PlanState::Running => {
+                        for name in self.planner.runnable(now) {
+                            self.launch(&name);
+                        }
+                    }
+                    PlanState::Complete => self.begin_cleaning(Ending {
+                        state: TaskState::Success,
+                        reason: SUCCESS_REASON.to_owned(),
+                    }),
+                    PlanState::Failed { reason } => self.begin_cleaning(Ending {
+                        state: TaskState::Failed,
+                        reason,
+                    }),
+                }
+            }
+            Phase::Cleaning { deadline, killed } => {
+                if self.regular_running() == 0 && self.cgroup_empty() {
+                    self.begin_finalizing();
+                } else if now >= deadline && !killed {
+                    self.kill_hard("finalization_wait expired while cleaning");
+                    self.phase = Phase::Cleaning {
+                        deadline,
+                        killed: true,
+                    };
+                }
+            }
+            Phase::Finalizing { deadline } => {
+                if now >= deadline {
+                    if self.running_count() > 0 {
+                        self.kill_hard("finalization_wait expired while finalizing");
+                    }
+                } else if self.kill_requested.is_none() {
+                    for name in self.planner.runnable(now) {
+                        self.launch(&name);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The task's ending once everything has stopped, if it has.
+    fn finished(&mut self) -> Option<Ending> {
+        let Phase::Finalizing { deadline } = self.phase else {
+            return None;
+        };
+        if self.running_count() > 0 {
+            return None;
+        }
+        let finals_done = !matches!(self.planner.final_state(), PlanState::Running);
+        if !finals_done && Instant::now() < deadline && self.kill_requested.is_none() {
+            return None;
+        }
+        if !self.cgroup_empty() {
+            return None;
+        }
+        let mut ending = self.ending.clone().unwrap_or(Ending {
+            state: TaskState::Failed,
+            reason: "internal error: no outcome".into(),
+        });
+        if ending.state == TaskState::Success
+            && let PlanState::Failed { reason } = self.planner.final_state()
+        {
+            ending = Ending {
+                state: TaskState::Failed,
+                reason,
+            };
+        }
+        Some(ending)
+    }
+
+    fn begin_cleaning(&mut self, ending: Ending) {
+        self.record_task(TaskState::Cleaning, Some(ending.reason.clone()));
+        self.planner.set_task_state(TaskState::Cleaning);
+        self.event(
+            None,
+            None,
+            "CLEANING",
+            None,
+            None,
+            None,
+            Some(&ending.reason.clone()),
+        );
+        self.ending = Some(ending);
+        self.phase = Phase::Cleaning {
+            deadline: Instant::now() + self.p.task.finalization_wait,
+            killed: false,
+        };
+        if self.regular_running() > 0 || !self.cgroup_empty() {
+            self.record_step("sigterm", None);
+            self.signal_regular(libc::SIGTERM);
+            if let Some(cg) = &self.p.cgroup {
+                let _ = cg.signal_all(nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+    }
+
+    fn begin_finalizing(&mut self) {
+        let deadline = match self.phase {
+            Phase::Cleaning { deadline, .. } => deadline,
+            _ => Instant::now() + self.p.task.finalization_wait,
+        };
+        self.record_task(
+            TaskState::Finalizing,
+            self.ending.as_ref().map(|e| e.reason.clone()),
+        );
+        self.planner.set_task_state(TaskState::Finalizing);
+        self.event(None, None, "FINALIZING", None, None, None, None);
+        self.phase = Phase::Finalizing { deadline };
+    }
+
+    /// SIGKILL every process of the task (the whole cgroup, and each run's process group).
+    fn kill_hard(&mut self, why: &str) {
+        self.record_step("sigkill", Some(why.to_owned()));
+        let running: Vec<(String, u32)> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| matches!(p.state, ProcessState::Forked | ProcessState::Running))
+            .map(|(n, p)| (n.clone(), p.run))
+            .collect();
+        for (name, run) in running {
+            self.signalled.insert((name.clone(), run));
+            self.outbox.push(Request::Signal {
+                process: name,
+                run,
+                signal: libc::SIGKILL,
+            });
+        }
+        if let Some(cg) = &self.p.cgroup {
+            let _ = cg.kill_all();
+        }
+    }
+
+    fn signal_regular(&mut self, sig: i32) {
+        let running: Vec<(String, u32)> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| {
+                !p.is_final && matches!(p.state, ProcessState::Forked | ProcessState::Running)
+            })
+            .map(|(n, p)| (n.clone(), p.run))
+            .collect();
+        for (name, run) in running {
+            self.signalled.insert((name.clone(), run));
+            self.outbox.push(Request::Signal {
+                process: name,
+                run,
+                signal: sig,
+            });
+        }
+    }
+
+    fn running_count(&self) -> usize {
+        self.procs
+            .values()
+            .filter(|p| matches!(p.state, ProcessState::Forked | ProcessState::Running))
+            .count()
+    }
+
+    fn regular_running(&self) -> usize {
+        self.procs
+            .values()
+            .filter(|p| {
+                !p.is_final && matches!(p.state, ProcessState::Forked | ProcessState::Running)
+            })
+            .count()
+    }
+
+    /// Whether the cgroup holds no process we do not already track as running.
+    fn cgroup_empty(&mut self) -> bool {
+        let Some(cg) = &self.p.cgroup else {
+            return true;
+        };
+        let empty = match cg.pids() {
+            Ok(pids) => {
+                let tracked: BTreeSet<i32> = self
+                    .procs
+                    .values()
+                    .filter(|p| matches!(p.state, ProcessState::Forked | ProcessState::Running))
+                    .filter_map(|p| p.pid)
+                    .collect();
+                pids.iter().all(|pid| tracked.contains(pid))
+            }
+            Err(_) => true,
+        };
+        self.stray_check = if empty {
+            None
+        } else {
+            Some(Instant::now() + Duration::from_millis(20))
+        };
+        empty
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        let phase = match self.phase {
+            Phase::Active => None,
+            Phase::Cleaning { deadline, killed } => (!killed).then_some(deadline),
+            Phase::Finalizing { deadline } => Some(deadline),
+        };
+        [
+            self.planner.next_wakeup(Instant::now()),
+            phase,
+            self.stray_check,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Record FORKED and ask the keeper to start the process.
+    fn launch(&mut self, name: &str) {
+        let Some(proc_) = self.procs.get(name).cloned() else {
+            return;
+        };
+        if proc_.state != ProcessState::Waiting {
+            return;
+        }
+        let Some(cfg) = self
+            .p
+            .task
+            .processes
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
+        else {
+            return;
+        };
+        self.record(
+            name,
+            ProcessState::Forked,
+            ProcessStatus {
+                fork_time: Some(now_secs()),
+                coordinator_pid: self.keeper_pid,
+                ..ProcessStatus::default()
+            },
+        );
+        if let Err(e) = self.planner.launched(name, Instant::now()) {
+            eprintln!("hearth: internal planner error: {e}");
+        }
+        let run = proc_.run;
+        let sandbox = self.p.sandbox.clone();
+        let log_dir = sandbox.join(".logs").join(name).join(run.to_string());
+        let target = |stream: &str| -> LogTarget {
+            let path = log_dir.join(stream).display().to_string();
+            match (cfg.logger.destination, cfg.logger.mode) {
+                (LogDestination::None, _) => LogTarget::Discard,
+                (LogDestination::Console, _) => LogTarget::Inherit,
+                (_, LogMode::Rotate) => LogTarget::Rotate {
+                    path,
+                    max_bytes: cfg.logger.log_size,
+                    backups: cfg.logger.backups,
+                },
+                _ => LogTarget::File { path },
+            }
+        };
+        let spec = SpawnSpec {
+            process: name.to_owned(),
+            run,
+            argv: vec!["/bin/bash".into(), "-c".into(), cfg.cmdline.clone()],
+            env: self.environment(name, run),
+            cwd: sandbox.display().to_string(),
+            credentials: self.p.user.switch.then(|| Credentials {
+                uid: self.p.user.uid,
+                gid: self.p.user.gid,
+                groups: self.p.user.groups.clone(),
+            }),
+            stdout: target("stdout"),
+            stderr: target("stderr"),
+        };
+        self.outbox.push(Request::Spawn(spec));
+    }
+
+    /// The environment of every process (DESIGN 4).
+    fn environment(&self, name: &str, run: u32) -> Vec<String> {
+        let sandbox = self.p.sandbox.display().to_string();
+        let path = std::env::var("PATH").unwrap_or_else(|_| {
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+        });
+        let mut env = vec![
+            format!("HOME={sandbox}"),
+            format!("USER={}", self.p.user.name),
+            format!("LOGNAME={}", self.p.user.name),
+            format!("PATH={path}"),
+            format!("HEARTH_TASK_ID={}", self.p.task_id),
+            format!("HEARTH_PROCESS={name}"),
+            format!("HEARTH_RUN={run}"),
+            format!("HEARTH_SANDBOX={sandbox}"),
+        ];
+        for (k, v) in &self.p.header.ports {
+            env.push(format!(
+                "HEARTH_PORT_{}={v}",
+                k.to_ascii_uppercase()
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            ));
+        }
+        let profile = self.p.sandbox.join(".thermos_profile");
+        if profile.exists() {
+            env.push(format!("BASH_ENV={}", profile.display()));
+        }
+        env
+    }
+
+    fn on_reply(&mut self, reply: Reply) {
+        match reply {
+            Reply::Spawned(child) => self.on_spawned(child),
+            Reply::SpawnFailed {
+                process,
+                run,
+                error,
+            } => {
+                let cur = self.procs.get(&process).map(|p| p.run);
+                if cur == Some(run) {
+                    self.record(
+                        &process,
+                        ProcessState::Failed,
+                        ProcessStatus {
+                            stop_time: Some(now_secs()),
+                            return_code: Some(127),
+                            reason: Some(format!("could not start: {error}")),
+                            ..ProcessStatus::default()
+                        },
+                    );
+                    self.event(
+                        Some(&process),
+                        Some(run),
+                        "FAILED",
+                        None,
+                        Some(127),
+                        None,
+                        Some(&error),
+                    );
+                    self.exited(&process, Outcome::Failed { return_code: 127 });
+                }
+            }
+            Reply::Exited(exit) => self.on_exit(exit),
+            Reply::State { .. } | Reply::Signalled { .. } | Reply::Bye | Reply::Error { .. } => {}
+        }
+    }
+
+    fn on_spawned(&mut self, child: Child) {
+        let Some(p) = self.procs.get(&child.process) else {
+            return;
+        };
+        if p.run != child.run || p.state != ProcessState::Forked {
+            return;
+        }
+        self.record(
+            &child.process,
+            ProcessState::Running,
+            ProcessStatus {
+                pid: Some(child.pid),
+                start_time: Some(child.fork_time),
+                pid_start_ticks: child.start_ticks,
+                coordinator_pid: self.keeper_pid,
+                ..ProcessStatus::default()
+            },
+        );
+        self.event(
+            Some(&child.process),
+            Some(child.run),
+            "RUNNING",
+            Some(child.pid),
+            None,
+            None,
+            None,
+        );
+    }
+
+    fn on_exit(&mut self, exit: Exit) {
+        let name = exit.child.process.clone();
+        let run = exit.child.run;
+        self.outbox.push(Request::Ack {
+            process: name.clone(),
+            run,
+        });
+        let Some(p) = self.procs.get(&name).cloned() else {
+            return;
+        };
+        if p.run != run || p.state.is_terminal() {
+            return;
+        }
+        if p.state == ProcessState::Forked {
+            // The exit overtook the spawn reply (or a crash lost it): record RUNNING first.
+            self.on_spawned(exit.child.clone());
+        }
+        let we_signalled = self.signalled.remove(&(name.clone(), run));
+        let (outcome, rc, sig) = match exit.status {
+            ExitStatus::Code(0) => (Outcome::Success, 0, None),
+            ExitStatus::Code(c) => (Outcome::Failed { return_code: c }, c, None),
+            ExitStatus::Signal(s) if s == libc::SIGKILL && self.new_oom_kill() => {
+                (Outcome::Oom, 128 + s, Some(s))
+            }
+            ExitStatus::Signal(s) if we_signalled => (Outcome::KilledByUs, 128 + s, Some(s)),
+            ExitStatus::Signal(s) => (Outcome::KilledBySignal(s), 128 + s, Some(s)),
+        };
+        let state = outcome.process_state();
+        let reason = match outcome {
+            Outcome::KilledBySignal(s) => Some(format!("killed by {}", signal_name(s))),
+            Outcome::KilledByUs => {
+                sig.map(|s| format!("killed by the executor ({})", signal_name(s)))
+            }
+            o => o.recorded_reason().map(str::to_owned),
+        };
+        self.record(
+            &name,
+            state,
+            ProcessStatus {
+                pid: Some(exit.child.pid),
+                stop_time: Some(exit.stop_time),
+                return_code: Some(rc),
+                signal: sig,
+                reason: reason.clone(),
+                ..ProcessStatus::default()
+            },
+        );
+        self.event(
+            Some(&name),
+            Some(run),
+            state.name(),
+            Some(exit.child.pid),
+            Some(rc),
+            sig,
+            reason.as_deref(),
+        );
+        self.exited(&name, outcome);
+    }
+
+    /// Tell the planner a run ended, and write the next WAITING run if it will run again.
+    fn exited(&mut self, name: &str, outcome: Outcome) {
+        match self.planner.exited(name, outcome, Instant::now()) {
+            Ok(verdict) => self.after_verdict(name, verdict),
+            Err(e) => eprintln!("hearth: internal planner error: {e}"),
+        }
+    }
+
+    /// Whether the cgroup counted a new OOM kill since we last looked.
+    fn new_oom_kill(&mut self) -> bool {
+        let Some(n) = self.p.cgroup.as_ref().and_then(|c| c.oom_kills().ok()) else {
+            return false;
+        };
+        let new = n > self.oom_kills_seen;
+        self.oom_kills_seen = n;
+        new
+    }
+
+    fn after_verdict(&mut self, name: &str, verdict: Verdict) {
+        let restartable = match self.phase {
+            Phase::Active => true,
+            Phase::Finalizing { .. } => self.procs.get(name).is_some_and(|p| p.is_final),
+            Phase::Cleaning { .. } => false,
+        };
+        match verdict {
+            Verdict::Restart { .. } if restartable => {
+                self.record(name, ProcessState::Waiting, ProcessStatus::default());
+            }
+            Verdict::PermanentlyFailed { reason } => {
+                let run = self.procs.get(name).map(|p| p.run);
+                self.event(Some(name), run, "GAVE_UP", None, None, None, Some(&reason));
+            }
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &mut self,
+        process: Option<&str>,
+        run: Option<u32>,
+        state: &str,
+        pid: Option<i32>,
+        return_code: Option<i32>,
+        signal: Option<i32>,
+        reason: Option<&str>,
+    ) {
+        let ev = Event {
+            time_ms: now_ms(),
+            task_id: self.task_id(),
+            process,
+            run,
+            state,
+            pid,
+            return_code,
+            signal,
+            reason,
+        };
+        let line = if self.json {
+            serde_json::to_string(&ev).unwrap_or_default()
+        } else {
+            human_line(&ev)
+        };
+        self.lines.push(line);
+    }
+
+    /// Make the turn durable, then act on it: send requests, print lines.
+    async fn flush(&mut self) -> Result<(), SuperviseError> {
+        self.p.writer.commit()?;
+        let outbox = std::mem::take(&mut self.outbox);
+        self.send_now(&outbox).await?;
+        for line in self.lines.drain(..) {
+            println!("{line}");
+        }
+        Ok(())
+    }
+
+    async fn send_now(&mut self, requests: &[Request]) -> Result<(), SuperviseError> {
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        for r in requests {
+            if let Ok(mut line) = serde_json::to_vec(r) {
+                line.push(b'\n');
+                buf.extend_from_slice(&line);
+            }
+        }
+        self.keeper_tx
+            .write_all(&buf)
+            .await
+            .map_err(|_| SuperviseError::KeeperGone)
+    }
+
+    /// Record the terminal state, clean up, and let the keeper go.
+    async fn finish(&mut self, ending: &Ending) -> Result<(), SuperviseError> {
+        self.record_task(ending.state, Some(ending.reason.clone()));
+        self.event(
+            None,
+            None,
+            ending.state.name(),
+            None,
+            None,
+            None,
+            Some(&ending.reason.clone()),
+        );
+        self.p.writer.commit()?;
+        if let Some(cg) = &self.p.cgroup
+            && let Err(e) = cg.remove()
+        {
+            eprintln!("hearth: warning: could not remove the task cgroup: {e}");
+        }
+        let active = self
+            .p
+            .root
+            .task_config_path(&self.p.task_id, TaskPlace::Active);
+        let finished = self
+            .p
+            .root
+            .task_config_path(&self.p.task_id, TaskPlace::Finished);
+        if let Ok(bytes) = std::fs::read(&active)
+            && write_atomic(&finished, &bytes).is_ok()
+        {
+            let _ = std::fs::remove_file(&active);
+        }
+        self.send_now(&[Request::Shutdown]).await?;
+        for line in self.lines.drain(..) {
+            println!("{line}");
+        }
+        Ok(())
+    }
+}
+
+const SUCCESS_REASON: &str = "all processes finished";
+
+fn human_line(ev: &Event<'_>) -> String {
+    let secs = ev.time_ms.div_euclid(1000);
+    let ms = ev.time_ms.rem_euclid(1000);
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let mut line = format!("{h:02}:{m:02}:{s:02}.{ms:03} ");
+    match (ev.process, ev.run) {
+        (Some(p), Some(r)) => line.push_str(&format!("{p}[{r}] {}", ev.state)),
+        (Some(p), None) => line.push_str(&format!("{p} {}", ev.state)),
+        _ => line.push_str(&format!("task {} {}", ev.task_id, ev.state)),
+    }
+    if let Some(pid) = ev.pid {
+        line.push_str(&format!(" pid={pid}"));
+    }
+    if let Some(sig) = ev.signal {
+        line.push_str(&format!(" signal={}", signal_name(sig)));
+    } else if let Some(rc) = ev.return_code {
+        line.push_str(&format!(" rc={rc}"));
+    }
+    if let Some(r) = ev.reason {
+        line.push_str(&format!(" ({r})"));
+    }
+    line
+}
+
+/// `SIGTERM` for 15, etc.
+pub fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
