@@ -339,3 +339,6 @@ mod secs {
         s.serialize_f64(d.as_secs_f64())
     }
 }
+
+#[cfg(test)]
+mod tests;
