@@ -1,18 +1,54 @@
-//! Framing of checkpoint streams: the group-commit writer and the reader that tolerates a torn
-//! tail. The bytes are specified in `checkpoints/FORMAT.md`. (Implementation in progress: the
-//! signatures below are final.)
+//! Framing of checkpoint streams: the group-commit writer, and the reader that replays the
+//! longest valid prefix of a stream and says why it stopped.
+//!
+//! The bytes are specified in `checkpoints/FORMAT.md`. In short, a Hearth stream is a 16-byte
+//! file header (`HEARTHCK`, u32 LE version, u32 LE flags) and frames of
+//! `u32 LE length | u32 LE CRC-32C | payload`; a legacy Thermos stream is frames of
+//! `u32 BE length | payload`. Payloads are [`crate::codec`] records. The reader tells the two
+//! apart by the magic.
+//!
+//! How the end of a stream is classified (see [`StreamEnd`]):
+//! * an incomplete frame header or payload at the end of the file is **torn** (a crash during an
+//!   append), and so is a final frame whose checksum does not match (its bytes were not all
+//!   written), and so is a tail made only of zero bytes from a frame boundary on (a file system
+//!   that extended the file but lost the data; a writer never writes a zero-length frame);
+//! * a frame that declares more than [`MAX_PAYLOAD`] bytes, a bad checksum on a frame that has
+//!   bytes after it, or a payload whose checksum matches but does not decode is **corrupt**; for
+//!   legacy Thermos streams (no checksum) an undecodable payload is corrupt when bytes follow it
+//!   and torn when it is the last frame;
+//! * a decodable record that breaks the replay rules is **invalid**.
+//!
+//! # Durability
+//!
+//! [`CheckpointWriter::append`] only buffers. A record is durable once
+//! [`CheckpointWriter::commit`] has returned `Ok`: callers must not act on a record, nor report
+//! it to anyone, before then. `commit` writes every buffered record and issues one fsync (group
+//! commit: one fsync per burst of records, none when nothing is pending).
 
-use std::fs::File;
-use std::io;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::record::{Record, RunnerHeader};
+use crate::codec;
+use crate::record::{FORMAT_VERSION, Record, RunnerHeader};
 use crate::replay::TaskReplay;
+
+/// The first 8 bytes of every Hearth stream.
+pub const MAGIC: [u8; 8] = *b"HEARTHCK";
+/// Length of the Hearth file header: magic, u32 LE version, u32 LE flags.
+pub const FILE_HEADER_LEN: usize = 16;
+/// Length of a Hearth frame header: u32 LE payload length, u32 LE CRC-32C of the payload.
+pub const FRAME_HEADER_LEN: usize = 8;
+/// Length of a legacy Thermos frame header: u32 BE payload length.
+pub const THERMOS_FRAME_HEADER_LEN: usize = 4;
+/// Largest payload accepted in either framing, checked before allocating or reading it.
+pub const MAX_PAYLOAD: usize = 1 << 20;
 
 /// Which framing a stream uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Format {
     /// Hearth framing: a 16-byte file header, then checksummed frames.
     Hearth { version: u32 },
@@ -31,9 +67,14 @@ pub enum StreamEnd {
     /// A frame that is not at the tail is damaged (bad checksum, impossible length, undecodable
     /// payload), or the file header is. `offset` is where the bad frame starts.
     Corrupt { offset: u64, detail: String },
-    /// A well-formed record breaks the transition rules; `record` is its index (from 0) and
-    /// `offset` the start of its frame. The records before it are replayed.
-    Invalid { offset: u64, record: u64, detail: String },
+    /// A well-formed record breaks the transition rules; `record` is the index of its frame
+    /// among the stream's frames (from 0) and `offset` the start of that frame. The records
+    /// before it are replayed.
+    Invalid {
+        offset: u64,
+        record: u64,
+        detail: String,
+    },
 }
 
 /// A stream, read and replayed.
@@ -41,14 +82,18 @@ pub enum StreamEnd {
 pub struct Replayed {
     pub format: Format,
     pub replay: TaskReplay,
-    /// Number of records applied.
+    /// Number of records applied (frames holding only an unknown union member are skipped and
+    /// counted in [`TaskReplay::unknown_records`] instead).
     pub records: u64,
-    /// Length of the prefix that was replayed (file header included).
+    /// Length of the prefix that was replayed (file header included): the offset of the frame
+    /// where reading stopped, or the stream's length when it ended cleanly.
     pub valid_len: u64,
     pub end: StreamEnd,
 }
 
-/// Errors of the checkpoint writer and of reading a stream from disk.
+/// Errors of the checkpoint writer and of reading a stream from disk. Damage found while
+/// replaying is not an error (see [`StreamEnd`]), except that [`CheckpointWriter::open_append`]
+/// refuses to append after corruption.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// A system call on the stream (or its directory) failed.
@@ -82,37 +127,203 @@ pub enum CheckpointError {
 /// Appends records to a Hearth stream with group commit.
 ///
 /// Records are durable only after [`CheckpointWriter::commit`] returns `Ok`: callers must not act
-/// on, or report, a record before then.
+/// on, or report, a record before then. Records still buffered when the writer is dropped are
+/// lost, as if the process had crashed.
+///
+/// After a failed write or fsync the writer is poisoned (what reached the disk is unknown, and a
+/// retried fsync can report success for data that was dropped): every later call fails with
+/// [`CheckpointError::Poisoned`]. Reopening with [`CheckpointWriter::open_append`] replays what is
+/// on disk and truncates any torn tail the failure left.
 #[derive(Debug)]
 pub struct CheckpointWriter {
     file: File,
     path: PathBuf,
     pending: Vec<u8>,
     fsyncs: u64,
+    poisoned: bool,
+}
+
+fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> CheckpointError + 'p {
+    move |source| CheckpointError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn file_header() -> [u8; FILE_HEADER_LEN] {
+    let mut h = [0u8; FILE_HEADER_LEN];
+    h[..8].copy_from_slice(&MAGIC);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h
+}
+
+/// Fsync the directory holding `path`, so that a newly created entry survives a crash.
+fn sync_parent(path: &Path) -> Result<(), CheckpointError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync the directory of", path))
 }
 
 impl CheckpointWriter {
-    /// Create a new stream (failing if it exists) holding the file header and `header`, durable
-    /// (file and directory fsynced) when this returns.
+    /// Create a new stream (failing if the file exists) holding the file header and `header`.
+    /// The file and its directory are fsynced before this returns, so the header is durable.
     pub fn create(path: &Path, header: &RunnerHeader) -> Result<Self, CheckpointError> {
-        let _ = header;
-        Err(CheckpointError::Unappendable { path: path.to_owned(), format: "unfinished".into() })
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(path)
+            .map_err(io_err("create", path))?;
+        let mut w = CheckpointWriter {
+            file,
+            path: path.to_owned(),
+            pending: file_header().to_vec(),
+            fsyncs: 0,
+            poisoned: false,
+        };
+        w.append(&Record::Header(header.clone()))?;
+        w.commit()?;
+        sync_parent(path)?;
+        Ok(w)
     }
 
-    /// Open an existing Hearth stream for appending: replay it, truncate a torn tail, and return
-    /// the writer with the replayed state. Refuses a stream with damage before its end.
+    /// Open an existing Hearth stream for appending. The stream is replayed; a torn tail is
+    /// truncated (and the truncation fsynced) so that new frames follow the last valid one.
+    /// Returns the writer and the replayed stream (whose `end` still says what was found).
+    ///
+    /// Refuses, naming the byte offset, a stream with corruption before its end: appending after
+    /// it would hide it. A record that breaks the replay rules is not refused (the framing is
+    /// sound); it is reported in the returned [`Replayed::end`]. Legacy Thermos streams are
+    /// read-only.
     pub fn open_append(path: &Path) -> Result<(Self, Replayed), CheckpointError> {
-        Err(CheckpointError::Unappendable { path: path.to_owned(), format: "unfinished".into() })
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(io_err("open", path))?;
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut file, &mut bytes).map_err(io_err("read", path))?;
+        let (replayed, framing) = scan(&bytes, true);
+        match replayed.format {
+            Format::Hearth { version } if version == FORMAT_VERSION => {}
+            Format::Hearth { version } if bytes.len() >= FILE_HEADER_LEN => {
+                return Err(CheckpointError::Unappendable {
+                    path: path.to_owned(),
+                    format: format!("hearth v{version}"),
+                });
+            }
+            Format::Hearth { .. } => {}
+            Format::Thermos => {
+                return Err(CheckpointError::Unappendable {
+                    path: path.to_owned(),
+                    format: "legacy thermos".to_owned(),
+                });
+            }
+        }
+        let mut w = CheckpointWriter {
+            file,
+            path: path.to_owned(),
+            pending: Vec::new(),
+            fsyncs: 0,
+            poisoned: false,
+        };
+        match framing.end {
+            StreamEnd::Clean | StreamEnd::Invalid { .. } => {}
+            StreamEnd::Corrupt { offset, detail } => {
+                return Err(CheckpointError::Corrupt {
+                    path: path.to_owned(),
+                    offset,
+                    detail,
+                });
+            }
+            StreamEnd::Torn { offset, .. } => {
+                let keep = if offset < FILE_HEADER_LEN as u64 {
+                    0
+                } else {
+                    offset
+                };
+                w.file.set_len(keep).map_err(io_err("truncate", path))?;
+                if keep == 0 {
+                    w.pending.extend_from_slice(&file_header());
+                }
+                w.sync()?;
+            }
+        }
+        w.commit()?;
+        Ok((w, replayed))
     }
 
-    /// Buffer a record. Nothing is written until [`CheckpointWriter::commit`].
+    /// Buffer a record. Nothing is written until [`CheckpointWriter::commit`]. Fails if the record
+    /// encodes to more than [`MAX_PAYLOAD`] bytes (nothing is buffered then) or if the writer is
+    /// poisoned.
     pub fn append(&mut self, record: &Record) -> Result<(), CheckpointError> {
-        let _ = record;
+        self.check_poisoned()?;
+        let start = self.pending.len();
+        self.pending.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
+        codec::encode(record, &mut self.pending);
+        let payload = self
+            .pending
+            .get(start + FRAME_HEADER_LEN..)
+            .unwrap_or_default();
+        let len = payload.len();
+        if len > MAX_PAYLOAD {
+            self.pending.truncate(start);
+            return Err(CheckpointError::RecordTooLarge {
+                len,
+                max: MAX_PAYLOAD,
+            });
+        }
+        let crc = crc32c::crc32c(payload);
+        let mut frame_header = [0u8; FRAME_HEADER_LEN];
+        frame_header[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        frame_header[4..].copy_from_slice(&crc.to_le_bytes());
+        if let Some(h) = self.pending.get_mut(start..start + FRAME_HEADER_LEN) {
+            h.copy_from_slice(&frame_header);
+        }
         Ok(())
     }
 
-    /// Write everything buffered and fsync once. Free when nothing is pending.
+    /// Write every buffered record and fsync once. Free (no system call) when nothing is
+    /// pending. When this returns `Ok`, the records are durable.
     pub fn commit(&mut self) -> Result<(), CheckpointError> {
+        self.check_poisoned()?;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let Err(source) = self.file.write_all(&self.pending) {
+            self.poisoned = true;
+            return Err(CheckpointError::Io {
+                op: "write",
+                path: self.path.clone(),
+                source,
+            });
+        }
+        self.pending.clear();
+        self.sync()
+    }
+
+    fn sync(&mut self) -> Result<(), CheckpointError> {
+        self.fsyncs += 1;
+        self.file.sync_data().map_err(|source| {
+            self.poisoned = true;
+            CheckpointError::Io {
+                op: "fsync",
+                path: self.path.clone(),
+                source,
+            }
+        })
+    }
+
+    fn check_poisoned(&self) -> Result<(), CheckpointError> {
+        if self.poisoned {
+            return Err(CheckpointError::Poisoned {
+                path: self.path.clone(),
+            });
+        }
         Ok(())
     }
 
@@ -121,7 +332,8 @@ impl CheckpointWriter {
         &self.path
     }
 
-    /// How many fsyncs this writer has issued (a statistic; group commit issues one per burst).
+    /// How many fsyncs of the stream this writer has issued (a statistic: group commit issues
+    /// one per burst of records).
     pub fn fsyncs(&self) -> u64 {
         self.fsyncs
     }
@@ -132,35 +344,286 @@ impl CheckpointWriter {
     }
 }
 
-/// Read a whole stream and replay it. Never panics; damage is reported in [`Replayed::end`].
-pub fn replay_bytes(bytes: &[u8]) -> Replayed {
-    let _ = bytes;
-    Replayed {
-        format: Format::Thermos,
+/// Where the framing of a stream stops, independently of the replay rules.
+struct Framing {
+    end: StreamEnd,
+}
+
+/// One frame found by [`Frames`].
+enum Item {
+    /// A decoded payload: frame offset, frame index, the payload decoded.
+    Frame(u64, u64, codec::Decoded),
+    /// No more frames; why.
+    End(StreamEnd),
+}
+
+/// Iterates over the frames of a stream.
+struct Frames<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    index: u64,
+    hearth: bool,
+}
+
+impl<'a> Frames<'a> {
+    /// Detect the framing and check the file header. `Err` is the end of a stream whose file
+    /// header is torn or unusable.
+    fn new(bytes: &'a [u8]) -> (Format, Result<Self, StreamEnd>) {
+        let frames = |pos, hearth| Frames {
+            bytes,
+            pos,
+            index: 0,
+            hearth,
+        };
+        let looks_hearth = match bytes.get(..MAGIC.len()) {
+            Some(m) => m == MAGIC,
+            None => MAGIC.starts_with(bytes),
+        };
+        if !looks_hearth {
+            return (Format::Thermos, Ok(frames(0, false)));
+        }
+        let Some(h) = bytes.get(..FILE_HEADER_LEN) else {
+            let end = StreamEnd::Torn {
+                offset: 0,
+                detail: format!(
+                    "file header incomplete: {} of {FILE_HEADER_LEN} bytes",
+                    bytes.len()
+                ),
+            };
+            return (
+                Format::Hearth {
+                    version: FORMAT_VERSION,
+                },
+                Err(end),
+            );
+        };
+        let word = |i: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(h.get(i..i + 4).unwrap_or(&[0; 4]));
+            u32::from_le_bytes(b)
+        };
+        let (version, flags) = (word(8), word(12));
+        let format = Format::Hearth { version };
+        if version != FORMAT_VERSION {
+            let end = StreamEnd::Corrupt {
+                offset: 8,
+                detail: format!(
+                    "format version {version} is not one this build reads ({FORMAT_VERSION})"
+                ),
+            };
+            return (format, Err(end));
+        }
+        if flags != 0 {
+            let end = StreamEnd::Corrupt {
+                offset: 12,
+                detail: format!("unknown file header flags {flags:#x}"),
+            };
+            return (format, Err(end));
+        }
+        (format, Ok(frames(FILE_HEADER_LEN, true)))
+    }
+
+    fn offset(&self) -> u64 {
+        self.pos as u64
+    }
+
+    /// The end of the stream at the current frame: `torn` or `corrupt` as classified by the
+    /// caller, unless everything from here on is zero bytes (torn either way).
+    fn stop(&self, torn: bool, detail: String) -> Item {
+        let offset = self.offset();
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+        if !torn && rest.iter().all(|&b| b == 0) {
+            return Item::End(StreamEnd::Torn {
+                offset,
+                detail: format!("zero-filled tail of {} bytes", rest.len()),
+            });
+        }
+        Item::End(if torn {
+            StreamEnd::Torn { offset, detail }
+        } else {
+            StreamEnd::Corrupt { offset, detail }
+        })
+    }
+
+    fn next_item(&mut self) -> Item {
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+        if rest.is_empty() {
+            return Item::End(StreamEnd::Clean);
+        }
+        let header_len = if self.hearth {
+            FRAME_HEADER_LEN
+        } else {
+            THERMOS_FRAME_HEADER_LEN
+        };
+        let Some(h) = rest.get(..header_len) else {
+            return self.stop(
+                true,
+                format!(
+                    "frame header incomplete: {} of {header_len} bytes",
+                    rest.len()
+                ),
+            );
+        };
+        let mut b = [0u8; 4];
+        b.copy_from_slice(h.get(..4).unwrap_or(&[0; 4]));
+        let len = if self.hearth {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        } as usize;
+        if len > MAX_PAYLOAD {
+            return self.stop(
+                false,
+                format!("frame declares {len} bytes, over the {MAX_PAYLOAD}-byte limit"),
+            );
+        }
+        let Some(payload) = rest.get(header_len..header_len + len) else {
+            return self.stop(
+                true,
+                format!(
+                    "frame needs {} bytes, {} left",
+                    header_len + len,
+                    rest.len()
+                ),
+            );
+        };
+        let last = header_len + len == rest.len();
+        if self.hearth {
+            b.copy_from_slice(h.get(4..8).unwrap_or(&[0; 4]));
+            let stored = u32::from_le_bytes(b);
+            let actual = crc32c::crc32c(payload);
+            if stored != actual {
+                let detail =
+                    format!("checksum mismatch: stored {stored:#010x}, computed {actual:#010x}");
+                return self.stop(last, detail);
+            }
+        }
+        match codec::decode(payload) {
+            Ok(d) => {
+                let item = Item::Frame(self.offset(), self.index, d);
+                self.pos += header_len + len;
+                self.index += 1;
+                item
+            }
+            Err(e) => {
+                let detail = format!("undecodable record: {}", error_chain(&e));
+                // A checksummed payload was written whole: undecodable means corrupt. Without a
+                // checksum, an undecodable last frame may be a partial write.
+                self.stop(last && !self.hearth, detail)
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Replay `bytes`. With `keep_scanning`, the framing is checked to the end even after an invalid
+/// record (the records after it are not applied), so the framing's own end is known.
+fn scan(bytes: &[u8], keep_scanning: bool) -> (Replayed, Framing) {
+    let (format, frames) = Frames::new(bytes);
+    let mut replayed = Replayed {
+        format,
         replay: TaskReplay::default(),
         records: 0,
         valid_len: 0,
         end: StreamEnd::Clean,
+    };
+    let mut frames = match frames {
+        Ok(f) => f,
+        Err(end) => {
+            replayed.end = end.clone();
+            return (replayed, Framing { end });
+        }
+    };
+    let mut invalid: Option<StreamEnd> = None;
+    let framing_end = loop {
+        match frames.next_item() {
+            Item::End(end) => break end,
+            Item::Frame(offset, index, decoded) => {
+                if invalid.is_some() {
+                    continue;
+                }
+                let r = &mut replayed.replay;
+                r.unknown_fields += u64::from(decoded.unknown_fields);
+                r.unknown_records +=
+                    u64::from(decoded.unknown_members > 0 && decoded.record.is_none());
+                if let Some(record) = &decoded.record {
+                    if let Err(e) = r.apply(record) {
+                        invalid = Some(StreamEnd::Invalid {
+                            offset,
+                            record: index,
+                            detail: e.to_string(),
+                        });
+                        replayed.valid_len = offset;
+                        if keep_scanning {
+                            continue;
+                        }
+                        break StreamEnd::Clean;
+                    }
+                    replayed.records += 1;
+                }
+                replayed.valid_len = frames.offset();
+            }
+        }
+    };
+    if invalid.is_none() {
+        replayed.valid_len = match &framing_end {
+            StreamEnd::Clean => bytes.len() as u64,
+            StreamEnd::Torn { offset, .. } | StreamEnd::Corrupt { offset, .. } => *offset,
+            StreamEnd::Invalid { offset, .. } => *offset,
+        };
     }
+    replayed.end = invalid.unwrap_or_else(|| framing_end.clone());
+    (replayed, Framing { end: framing_end })
 }
 
-/// Read the stream at `path` and replay it. Only I/O errors are errors.
+/// Read a whole stream (either framing) and replay its longest valid prefix. Never panics and
+/// never fails: why and where reading stopped is in [`Replayed::end`].
+pub fn replay_bytes(bytes: &[u8]) -> Replayed {
+    scan(bytes, false).0
+}
+
+/// Read the stream at `path` and replay it. Only I/O errors are errors; damage is reported in
+/// [`Replayed::end`].
 pub fn replay_path(path: &Path) -> Result<Replayed, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
-        op: "read",
-        path: path.to_owned(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(io_err("read", path))?;
     Ok(replay_bytes(&bytes))
 }
 
-/// Decode every record of a stream, with the byte offset of its frame, without replaying.
+/// Decode every record of a stream with the byte offset of its frame, without applying the
+/// replay rules. Frames holding only an unknown union member are left out. The end is `Clean`,
+/// `Torn` or `Corrupt`, never `Invalid`.
 pub fn read_records(bytes: &[u8]) -> (Format, Vec<(u64, Record)>, StreamEnd) {
-    let _ = bytes;
-    (Format::Thermos, Vec::new(), StreamEnd::Clean)
+    let (format, frames) = Frames::new(bytes);
+    let mut frames = match frames {
+        Ok(f) => f,
+        Err(end) => return (format, Vec::new(), end),
+    };
+    let mut out = Vec::new();
+    loop {
+        match frames.next_item() {
+            Item::End(end) => return (format, out, end),
+            Item::Frame(offset, _, d) => {
+                if let Some(r) = d.record {
+                    out.push((offset, r));
+                }
+            }
+        }
+    }
 }
 
-/// Replay a legacy Thermos task: `root/checkpoints/<task_id>/runner`.
+/// Replay a legacy Thermos task: `root/checkpoints/<task_id>/runner`, which alone holds the
+/// task's whole history (Thermos's runner merged each process's coordinator stream into it).
+/// The framing is detected, so a Hearth root works too.
 pub fn replay_thermos_task(root: &Path, task_id: &str) -> Result<Replayed, CheckpointError> {
     replay_path(&root.join("checkpoints").join(task_id).join("runner"))
 }
