@@ -294,7 +294,9 @@ pub struct Resources {
     pub gpu: u64,
 }
 
+/// Serialized as Aurora writes it: `{"http": {...}}` or `{"shell": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum HealthChecker {
     Http {
         endpoint: String,

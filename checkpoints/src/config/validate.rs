@@ -312,17 +312,6 @@ fn validate_task(
         },
     };
 
-    // Templates in cmdlines.
-    let template_problems: Vec<ConfigProblem> = task
-        .processes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, proc)| {
-            template::check_text(&at(&format!("processes[{i}].cmdline")), &proc.cmdline)
-        })
-        .collect();
-    p.0.extend(template_problems);
-
     match job {
         Some(job) => validate_job_services(p, job, &mut task),
         // A bare task has no lifecycle settings; it gets the default ones when it names the
@@ -375,7 +364,10 @@ fn validate_process(p: &mut Problems, path: &str, w: &WireProcess) -> ProcessCon
             p.push(at("cmdline"), "must not be empty");
             c
         }
-        Some(c) => c,
+        Some(c) => {
+            p.0.extend(template::check_text(&at("cmdline"), &c));
+            c
+        }
     };
     let logger = match p.get(&at("logger"), "an object", &w.logger) {
         None => LoggerConfig::default(),
