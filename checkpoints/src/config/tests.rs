@@ -588,3 +588,115 @@ fn load_reads_a_valid_file() -> TestResult {
     assert_eq!(load(&path)?.processes[0].cmdline, "true");
     Ok(())
 }
+
+mod properties {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::super::template::{Bindings, bind_text};
+    use super::super::{is_valid_process_name, parse};
+
+    /// Keys that reach the validator's paths, plus one it must ignore.
+    fn key() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "task",
+            "processes",
+            "name",
+            "cmdline",
+            "constraints",
+            "order",
+            "daemon",
+            "ephemeral",
+            "final",
+            "max_failures",
+            "min_duration",
+            "logger",
+            "destination",
+            "mode",
+            "rotate",
+            "log_size",
+            "resources",
+            "ram",
+            "cpu",
+            "instance",
+            "health_check_config",
+            "health_checker",
+            "http",
+            "shell",
+            "shell_command",
+            "lifecycle",
+            "port",
+            "announce",
+            "portmap",
+            "interval_secs",
+            "unknown",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-1e12f64..1e12).prop_map(Value::from),
+            "[a-z{}/. \\[\\]]{0,16}".prop_map(Value::from),
+            prop::sample::select(vec![
+                "{{thermos.task_id}}",
+                "{{thermos.ports[health]}}",
+                "{{mesos.instance",
+                "file",
+                "rotate",
+            ])
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map(key(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever arrives, validation answers with a task or with problems, never a panic; an
+        /// accepted task always has valid, unique process names and every problem says something.
+        #[test]
+        fn validation_never_panics_and_accepts_only_sound_tasks(v in json_value()) {
+            match parse(&v.to_string()) {
+                Ok(task) => {
+                    prop_assert!(!task.processes.is_empty());
+                    let mut seen = BTreeSet::new();
+                    for p in &task.processes {
+                        prop_assert!(is_valid_process_name(&p.name), "{:?}", p.name);
+                        prop_assert!(seen.insert(p.name.clone()), "duplicate {:?}", p.name);
+                    }
+                }
+                Err(e) => {
+                    prop_assert!(!e.problems.is_empty());
+                    prop_assert!(e.problems.iter().all(|p| !p.message.is_empty()));
+                }
+            }
+        }
+
+        /// A successful bind never leaves template braces behind.
+        #[test]
+        fn bound_text_never_keeps_template_braces(
+            text in "([a-z .{}]|\\{\\{ ?(thermos\\.task_id|mesos\\.hostname|thermos\\.ports\\[p\\]|x) ?\\}\\}){0,12}"
+        ) {
+            let b = Bindings {
+                task_id: "t1".into(),
+                user: "u".into(),
+                instance: Some(0),
+                hostname: "h".into(),
+                ports: [("p".to_owned(), 80)].into(),
+            };
+            if let Ok(out) = bind_text(&text, &Default::default(), &b) {
+                prop_assert!(!out.contains("{{"), "{text:?} -> {out:?}");
+            }
+        }
+    }
+}
