@@ -5,9 +5,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use hearth_checkpoints::inspect;
+use hearth_checkpoints::root::{self, Root, RootError};
+use regex::Regex;
 
 #[derive(Debug, Parser)]
-#[command(name = "hearth", version, about = "Run tasks in sandboxes, keep a durable record, inspect it.")]
+#[command(
+    name = "hearth",
+    version,
+    about = "Run tasks in sandboxes, keep a durable record, inspect it."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,12 +31,180 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a task in the foreground until it ends: sandbox, cgroup, processes, checkpoint.
+    ///
+    /// Prints one line per process start, exit and restart, and the final state (--json: the same
+    /// as JSON lines). Running it again with the same --task-id and --root after the executor
+    /// died adopts the live processes and finishes the task.
+    ///
+    /// Exit status: 0 SUCCESS, 1 FAILED, 2 invalid config or usage (nothing is created),
+    /// 3 KILLED, 4 LOST (the executor could not go on).
+    #[command(verbatim_doc_comment)]
+    Run {
+        /// The task config (Aurora job, MesosTaskInstance or Thermos task JSON).
+        config: PathBuf,
+        /// Checkpoint root [default: /var/run/hearth as root, else $XDG_RUNTIME_DIR/hearth].
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Sandbox directory [default: <root>/sandboxes/<task id>].
+        #[arg(long)]
+        sandbox: Option<PathBuf>,
+        /// Task id [default: <role>-<env>-<name>[-<instance>]-<launch ms>-<suffix>].
+        #[arg(long)]
+        task_id: Option<String>,
+        /// A port given by the agent, NAME=PORT (repeatable); other named ports are allocated.
+        #[arg(long = "port", value_parser = parse_port)]
+        ports: Vec<(String, u16)>,
+        /// The instance number bound to {{mesos.instance}}.
+        #[arg(long)]
+        instance: Option<u32>,
+        /// The host name bound to {{mesos.hostname}} [default: this host's name].
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Run the processes as this user (as root) [default: the job's role].
+        #[arg(long, conflicts_with = "no_setuid")]
+        user: Option<String>,
+        /// Run the processes as the executor's own user.
+        #[arg(long)]
+        no_setuid: bool,
+        /// Print progress as JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Take over a task whose executor is still alive (it is killed first).
+        #[arg(long)]
+        force: bool,
+        /// Name of the parent cgroup the task's cgroup is created under.
+        #[arg(long, default_value = "hearth")]
+        cgroup_parent: String,
+    },
+    /// Tear a running task down: its executor sends SIGTERM to every process, waits up to the
+    /// task's finalization_wait, SIGKILLs what is left and runs the final processes. Waits until
+    /// the task has ended and prints its final state.
+    ///
+    /// Exit status: 0 when the task ended (or had already ended), 1 when it could not be killed.
+    #[command(verbatim_doc_comment)]
+    Kill {
+        task_id: String,
+        /// Checkpoint root [default: /var/run/hearth as root, else $XDG_RUNTIME_DIR/hearth].
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// How long to wait for the task to end, in seconds.
+        #[arg(long, default_value_t = 300)]
+        wait: u64,
+    },
+    /// Print the end of a process's current log; with -f, follow it (across restarts) until the
+    /// task ends.
+    Tail {
+        task_id: String,
+        /// The process [default: the task's only process].
+        process: Option<String>,
+        /// Checkpoint root [default: /var/run/hearth as root, else $XDG_RUNTIME_DIR/hearth].
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Show stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+        /// Keep printing what is appended.
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines of the existing log to print first.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: usize,
+    },
+    /// Replay one task's checkpoint stream (Hearth or legacy Thermos) and print its header,
+    /// status history and every run of every process.
+    ///
+    /// TARGET is a task id in the checkpoint root. Without --root, a TARGET that exists on disk
+    /// is read directly: a stream file, or a task's checkpoint directory (which holds `runner`).
+    ///
+    /// Exit status: 0 when the stream ends cleanly or with a torn tail (what a crash leaves; the
+    /// records before it are shown and the tail is reported); 1 when the stream is corrupt or holds
+    /// an invalid record (the records before it are still shown), or the task or file cannot be
+    /// read; 2 on a usage error such as an invalid task id.
+    #[command(verbatim_doc_comment)]
+    Inspect {
+        /// Task id, or (without --root) a checkpoint file or directory.
+        target: String,
+        /// Checkpoint root [default: /var/run/hearth as root, else $XDG_RUNTIME_DIR/hearth].
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Print the replayed task as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the tasks of a checkpoint root with their state and each process's latest state.
+    ///
+    /// Exit status: 0 when every listed task was read (torn tails included); 1 when the root or
+    /// some task could not be read, or a stream is corrupt (the others are still listed);
+    /// 2 on a usage error such as an invalid REGEX.
+    #[command(verbatim_doc_comment)]
+    Status {
+        /// Only tasks whose id matches this regular expression (anywhere in the id).
+        #[arg(value_parser = parse_regex)]
+        regex: Option<Regex>,
+        /// Checkpoint root [default: /var/run/hearth as root, else $XDG_RUNTIME_DIR/hearth].
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Print the tasks as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config, json } => validate(&config, json),
+        Command::Run {
+            config,
+            root,
+            sandbox,
+            task_id,
+            ports,
+            instance,
+            hostname,
+            user,
+            no_setuid,
+            json,
+            force,
+            cgroup_parent,
+        } => ExitCode::from(hearth_executor::run(&hearth_executor::RunOptions {
+            config,
+            root,
+            sandbox,
+            task_id,
+            ports,
+            instance,
+            hostname,
+            user,
+            no_setuid,
+            json,
+            force,
+            cgroup_parent: Some(cgroup_parent),
+        })),
+        Command::Kill {
+            task_id,
+            root,
+            wait,
+        } => kill(&task_id, root.as_deref(), wait),
+        Command::Tail {
+            task_id,
+            process,
+            root,
+            stderr,
+            follow,
+            lines,
+        } => {
+            let opts = hearth_executor::control::TailOptions {
+                process,
+                stderr,
+                follow,
+                lines,
+            };
+            tail(&task_id, root.as_deref(), &opts)
+        }
+        Command::Inspect { target, root, json } => inspect(&target, root.as_deref(), json),
+        Command::Status { regex, root, json } => status(regex.as_ref(), root.as_deref(), json),
     }
 }
 
@@ -54,4 +229,119 @@ fn validate(path: &std::path::Path, json: bool) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn parse_port(s: &str) -> Result<(String, u16), String> {
+    let (name, port) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=PORT, got {s:?}"))?;
+    if name.is_empty() {
+        return Err(format!("empty port name in {s:?}"));
+    }
+    let port = port
+        .parse::<u16>()
+        .map_err(|e| format!("port of {name:?} is not a number from 0 to 65535: {e}"))?;
+    Ok((name.to_owned(), port))
+}
+
+fn kill(task_id: &str, root: Option<&std::path::Path>, wait: u64) -> ExitCode {
+    let root = match Root::given_or_default(root) {
+        Ok(r) => r,
+        Err(e) => return root_error(&e),
+    };
+    match hearth_executor::control::kill(&root, task_id, std::time::Duration::from_secs(wait)) {
+        Ok(state) => {
+            println!("task {task_id} {}", state.name());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hearth: {}", error_chain(&e));
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
+        }
+    }
+}
+
+fn tail(
+    task_id: &str,
+    root: Option<&std::path::Path>,
+    opts: &hearth_executor::control::TailOptions,
+) -> ExitCode {
+    let root = match Root::given_or_default(root) {
+        Ok(r) => r,
+        Err(e) => return root_error(&e),
+    };
+    let mut out = std::io::stdout().lock();
+    match hearth_executor::control::tail(&root, task_id, opts, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hearth: {}", error_chain(&e));
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
+        }
+    }
+}
+
+fn parse_regex(s: &str) -> Result<Regex, String> {
+    Regex::new(s).map_err(|e| format!("invalid regular expression {s:?}: {e}"))
+}
+
+fn inspect(target: &str, root: Option<&std::path::Path>, json: bool) -> ExitCode {
+    let task = match root::load_target(target, root) {
+        Ok(task) => task,
+        Err(e) => return root_error(&e),
+    };
+    if json {
+        print_json(&inspect::to_json(&task));
+    } else {
+        print!("{}", inspect::render_text(&task));
+    }
+    if task.stream_damaged() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn status(regex: Option<&Regex>, root: Option<&std::path::Path>, json: bool) -> ExitCode {
+    let loaded = match Root::given_or_default(root).and_then(|r| r.load_tasks(regex)) {
+        Ok(loaded) => loaded,
+        Err(e) => return root_error(&e),
+    };
+    if json {
+        print_json(&inspect::status_json(&loaded.tasks));
+    } else {
+        print!("{}", inspect::render_status_text(&loaded.tasks));
+    }
+    for e in &loaded.errors {
+        eprintln!("hearth: {}", error_chain(e));
+    }
+    if loaded.all_intact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn print_json(value: &serde_json::Value) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        // A Value always serializes; report rather than panic all the same.
+        Err(e) => eprintln!("hearth: cannot render JSON: {e}"),
+    }
+}
+
+fn root_error(e: &RootError) -> ExitCode {
+    eprintln!("hearth: {}", error_chain(e));
+    ExitCode::from(if e.is_usage() { 2 } else { 1 })
+}
+
+/// `e: cause: cause ...`, printed once where the error is handled.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }

@@ -87,6 +87,8 @@ struct Proc {
     seq: i64,
     state: ProcessState,
     pid: Option<i32>,
+    /// Start time of `pid` in clock ticks since boot, to tell it from a recycled pid.
+    start_ticks: Option<i64>,
     is_final: bool,
 }
 
@@ -186,6 +188,20 @@ pub async fn supervise(p: Prepared, json: bool) -> Result<Ending, SuperviseError
     s.load_procs(&replay);
     s.restore_phase(&replay);
 
+    s.event(
+        None,
+        None,
+        if s.p.recovered.is_some() {
+            "RECOVERED"
+        } else {
+            "STARTED"
+        },
+        None,
+        None,
+        None,
+        None,
+    );
+
     // Reconcile with the keeper: who is alive, which exits we have not recorded.
     s.send_now(&[Request::Hello]).await?;
     loop {
@@ -203,19 +219,6 @@ pub async fn supervise(p: Prepared, json: bool) -> Result<Ending, SuperviseError
             None => return Err(SuperviseError::KeeperGone),
         }
     }
-    s.event(
-        None,
-        None,
-        if s.p.recovered.is_some() {
-            "RECOVERED"
-        } else {
-            "STARTED"
-        },
-        None,
-        None,
-        None,
-        None,
-    );
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(SuperviseError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(SuperviseError::Signals)?;
@@ -319,6 +322,7 @@ impl Supervisor {
                             seq: last.seq,
                             state: last.state,
                             pid: last.pid,
+                            start_ticks: last.pid_start_ticks,
                             is_final,
                         },
                     );
@@ -331,6 +335,7 @@ impl Supervisor {
                             seq: -1,
                             state: ProcessState::Waiting,
                             pid: None,
+                            start_ticks: None,
                             is_final,
                         },
                     );
@@ -445,7 +450,15 @@ impl Supervisor {
                 (ProcessState::Forked, Some(c)) => self.on_spawned(c.clone()),
                 (ProcessState::Forked | ProcessState::Running, None) => {
                     // The spawn never happened, or the keeper that ran it is gone: the exit
-                    // status is unknowable. Thermos's LOST: re-run without counting a failure.
+                    // status is unknowable. Thermos's LOST: re-run without counting a failure —
+                    // after making sure the old run is really gone, so two never run at once.
+                    if let (Some(pid), Some(ticks)) = (p.pid, p.start_ticks)
+                        && crate::keeper::pid_start_ticks(pid) == Some(ticks)
+                    {
+                        let victim = nix::unistd::Pid::from_raw(pid);
+                        let _ = nix::sys::signal::killpg(victim, nix::sys::signal::SIGKILL);
+                        let _ = nix::sys::signal::kill(victim, nix::sys::signal::SIGKILL);
+                    }
                     self.record(
                         &name,
                         ProcessState::Lost,
@@ -477,8 +490,19 @@ impl Supervisor {
         }
     }
 
-    /// Decide and do this turn's work (without waiting).
+    /// Decide and do this turn's work (without waiting), moving through as many phases as
+    /// apply right now.
     fn step(&mut self) {
+        loop {
+            let before = self.phase;
+            self.step_once();
+            if self.phase == before {
+                return;
+            }
+        }
+    }
+
+    fn step_once(&mut self) {
         let now = Instant::now();
         match self.phase {
             Phase::Active => {
@@ -703,9 +727,17 @@ impl Supervisor {
         let Some(proc_) = self.procs.get(name).cloned() else {
             return;
         };
-        if proc_.state != ProcessState::Waiting {
-            return;
+        match proc_.state {
+            ProcessState::Waiting => {}
+            // A crash between a run's end and its successor's WAITING record: start the run now.
+            s if s.is_terminal() => {
+                self.record(name, ProcessState::Waiting, ProcessStatus::default());
+            }
+            _ => return,
         }
+        let Some(run) = self.procs.get(name).map(|p| p.run) else {
+            return;
+        };
         let Some(cfg) = self
             .p
             .task
@@ -728,7 +760,6 @@ impl Supervisor {
         if let Err(e) = self.planner.launched(name, Instant::now()) {
             eprintln!("hearth: internal planner error: {e}");
         }
-        let run = proc_.run;
         let sandbox = self.p.sandbox.clone();
         let log_dir = sandbox.join(".logs").join(name).join(run.to_string());
         let target = |stream: &str| -> LogTarget {
@@ -834,6 +865,9 @@ impl Supervisor {
         };
         if p.run != child.run || p.state != ProcessState::Forked {
             return;
+        }
+        if let Some(p) = self.procs.get_mut(&child.process) {
+            p.start_ticks = child.start_ticks;
         }
         self.record(
             &child.process,

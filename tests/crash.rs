@@ -1,0 +1,165 @@
+//! Crash survival: the executor is `kill -9`ed at several points of a task's life and started again
+//! with the same command; every exit status must reach the checkpoint and no process may ever run
+//! twice at once.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Env, TestResult, runs, show, wait_output, wait_until};
+use hearth_checkpoints::record::{ProcessState, TaskState};
+use serde_json::json;
+
+const PROCESSES: usize = 20;
+
+/// `(pid, run)` starts and `(pid, rc)` ends, in ledger order, per process.
+#[derive(Debug, Default)]
+struct Ledger {
+    lines: Vec<(String, i32, i32)>,
+}
+
+fn ledgers(env: &Env, task_id: &str) -> BTreeMap<String, Ledger> {
+    let mut out = BTreeMap::new();
+    for i in 0..PROCESSES {
+        let name = format!("p{i:02}");
+        let text = std::fs::read_to_string(env.sandbox(task_id).join(format!("ledger.{name}")))
+            .unwrap_or_default();
+        let mut l = Ledger::default();
+        for line in text.lines() {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            if w.len() == 3 {
+                l.lines.push((
+                    w[0].to_owned(),
+                    w[1].parse().unwrap(),
+                    w[2].parse().unwrap(),
+                ));
+            }
+        }
+        out.insert(name, l);
+    }
+    out
+}
+
+fn count(env: &Env, task_id: &str, kind: &str) -> usize {
+    ledgers(env, task_id)
+        .values()
+        .map(|l| l.lines.iter().filter(|x| x.0 == kind).count())
+        .sum()
+}
+
+/// `kill -9` the executor and reap it.
+fn kill9(mut exec: std::process::Child) {
+    exec.kill().unwrap();
+    exec.wait().unwrap();
+}
+
+#[test]
+fn kill_9_at_every_stage_loses_no_exit_status_and_never_runs_a_process_twice() -> TestResult {
+    let env = Env::new();
+    let procs: Vec<_> = (0..PROCESSES)
+        .map(|i| {
+            // First runs exit 0, 1 or 2 after a staggered sleep; a retry exits 0.
+            json!({
+                "name": format!("p{i:02}"),
+                "max_failures": 3,
+                "min_duration": 0,
+                "cmdline": format!(
+                    "L=ledger.$HEARTH_PROCESS; echo \"start $$ $HEARTH_RUN\" >> $L; sleep {}; \
+                     if [ $HEARTH_RUN -ge 1 ]; then rc=0; else rc={}; fi; echo \"end $$ $rc\" >> $L; exit $rc",
+                    0.15 * (i % 10) as f64 + 0.1,
+                    i % 3
+                ),
+            })
+        })
+        .collect();
+    let cfg = env.task("crashy", json!(procs), json!({"max_failures": 0}));
+    let id = "crashy";
+    let runner = env.root().join("checkpoints").join(id).join("runner");
+
+    // 1. Before the launches: as soon as the checkpoint exists.
+    let exec = env.spawn(&cfg, id, &[]);
+    wait_until("the checkpoint", Duration::from_secs(20), || {
+        runner.exists()
+    });
+    kill9(exec);
+
+    // 2. During the launches: a few processes have started.
+    let exec = env.spawn(&cfg, id, &[]);
+    wait_until("five starts", Duration::from_secs(20), || {
+        count(&env, id, "start") >= 5
+    });
+    kill9(exec);
+    // Let some processes end while no executor is there.
+    let ends = count(&env, id, "end");
+    wait_until(
+        "an exit while the executor is down",
+        Duration::from_secs(20),
+        || count(&env, id, "end") > ends,
+    );
+
+    // 3. After the launches, while retries run.
+    let exec = env.spawn(&cfg, id, &[]);
+    wait_until("twelve exits", Duration::from_secs(30), || {
+        count(&env, id, "end") >= 12
+    });
+    kill9(exec);
+
+    // 4. Finish.
+    let exec = env.spawn(&cfg, id, &[]);
+    let out = wait_output(exec, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+
+    let replay = env.replay(id);
+    assert_eq!(replay.state(), TaskState::Success);
+    for (name, ledger) in ledgers(&env, id) {
+        // Never two runs at once: the ledger alternates start, end.
+        for (i, line) in ledger.lines.iter().enumerate() {
+            let want = if i % 2 == 0 { "start" } else { "end" };
+            assert_eq!(
+                line.0, want,
+                "{name}: ledger out of order: {:?}",
+                ledger.lines
+            );
+        }
+        // Every real run is in the checkpoint with the status it really returned.
+        let real: BTreeMap<i32, i32> = ledger
+            .lines
+            .iter()
+            .filter(|l| l.0 == "end")
+            .map(|l| (l.1, l.2))
+            .collect();
+        let recorded: Vec<_> = runs(&replay, &name)
+            .iter()
+            .filter(|r| r.pid.is_some())
+            .collect();
+        assert_eq!(
+            recorded.len(),
+            real.len(),
+            "{name}: runs {:?} vs ledger {:?}",
+            runs(&replay, &name),
+            ledger.lines
+        );
+        for r in recorded {
+            let pid = r.pid.unwrap();
+            let rc = real.get(&pid).copied();
+            assert_eq!(
+                r.return_code, rc,
+                "{name}: pid {pid} recorded {r:?}, really returned {rc:?}"
+            );
+            let expect = if rc == Some(0) {
+                ProcessState::Success
+            } else {
+                ProcessState::Failed
+            };
+            assert_eq!(r.state, expect, "{name}: {r:?}");
+        }
+        assert_eq!(
+            runs(&replay, &name).last().unwrap().state,
+            ProcessState::Success,
+            "{name}"
+        );
+    }
+    Ok(())
+}

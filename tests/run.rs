@@ -1,0 +1,477 @@
+//! End-to-end tests of `hearth run`: real processes, real cgroups (as root), one test per planner
+//! rule, and the scenarios the executor must get right.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Env, TestResult, alive, have_cgroups, runs, show, states, wait_until};
+use hearth_checkpoints::record::{ProcessState as P, TaskState};
+use serde_json::json;
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn runs_ordered_processes_one_after_another() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "ordered",
+        json!([
+            {"name": "c", "cmdline": "echo c >> order"},
+            {"name": "a", "cmdline": "echo a >> order"},
+            {"name": "b", "cmdline": "echo b >> order"},
+        ]),
+        json!({"constraints": [{"order": ["a", "b", "c"]}]}),
+    );
+    let out = env.run(&cfg, "ordered", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(read(&env.sandbox("ordered").join("order")), "a\nb\nc\n");
+    let r = env.replay("ordered");
+    assert_eq!(r.state(), TaskState::Success);
+    for p in ["a", "b", "c"] {
+        assert_eq!(states(&r, p), vec![P::Success], "{p}");
+    }
+    let stop_a = runs(&r, "a")[0].stop_time.unwrap();
+    let start_b = runs(&r, "b")[0].start_time.unwrap();
+    assert!(start_b >= stop_a, "b started before a ended");
+    Ok(())
+}
+
+#[test]
+fn retries_a_failing_process_until_it_succeeds_within_max_failures() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "retry",
+        json!([{"name": "flaky", "max_failures": 3, "min_duration": 0,
+                "cmdline": "n=$(cat count 2>/dev/null || echo 0); echo $((n+1)) > count; [ $n -ge 2 ] || exit 7"}]),
+        json!({}),
+    );
+    let out = env.run(&cfg, "retry", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let r = env.replay("retry");
+    assert_eq!(states(&r, "flaky"), vec![P::Failed, P::Failed, P::Success]);
+    assert_eq!(runs(&r, "flaky")[0].return_code, Some(7));
+    Ok(())
+}
+
+#[test]
+fn fails_the_task_when_a_process_exhausts_max_failures() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "exhaust",
+        json!([{"name": "bad", "max_failures": 2, "min_duration": 0, "cmdline": "exit 3"}]),
+        json!({}),
+    );
+    let out = env.run(&cfg, "exhaust", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let r = env.replay("exhaust");
+    assert_eq!(r.state(), TaskState::Failed);
+    assert_eq!(states(&r, "bad"), vec![P::Failed, P::Failed]);
+    assert!(runs(&r, "bad").iter().all(|run| run.return_code == Some(3)));
+    Ok(())
+}
+
+#[test]
+fn retries_forever_when_max_failures_is_zero() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "forever",
+        json!([{"name": "p", "max_failures": 0, "min_duration": 0,
+                "cmdline": "n=$(cat count 2>/dev/null || echo 0); echo $((n+1)) > count; [ $n -ge 5 ]"}]),
+        json!({}),
+    );
+    let out = env.run(&cfg, "forever", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let r = env.replay("forever");
+    let s = states(&r, "p");
+    assert_eq!(s.len(), 6);
+    assert_eq!(s[5], P::Success);
+    assert!(s[..5].iter().all(|s| *s == P::Failed));
+    Ok(())
+}
+
+#[test]
+fn reruns_a_daemon_after_each_success_until_killed() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "daemon",
+        json!([{"name": "d", "daemon": true, "min_duration": 0, "cmdline": "echo run >> runs"}]),
+        json!({}),
+    );
+    let child = env.spawn(&cfg, "daemon", &[]);
+    let runs_file = env.sandbox("daemon").join("runs");
+    wait_until("three daemon runs", Duration::from_secs(30), || {
+        read(&runs_file).lines().count() >= 3
+    });
+    let k = env.kill("daemon");
+    assert!(k.status.success(), "{}", show(&k));
+    let out = common::wait_output(child, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let r = env.replay("daemon");
+    assert_eq!(r.state(), TaskState::Killed);
+    let s = states(&r, "d");
+    assert!(s.iter().filter(|s| **s == P::Success).count() >= 3, "{s:?}");
+    Ok(())
+}
+
+#[test]
+fn min_duration_spaces_out_successive_runs() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "gate",
+        json!([{"name": "p", "max_failures": 2, "min_duration": 1, "cmdline": "exit 1"}]),
+        json!({}),
+    );
+    let out = env.run(&cfg, "gate", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let r = env.replay("gate");
+    let rs = runs(&r, "p");
+    assert_eq!(rs.len(), 2);
+    let gap = rs[1].fork_time.unwrap() - rs[0].stop_time.unwrap();
+    assert!(
+        gap >= 0.99,
+        "second run began {gap:.3}s after the first ended"
+    );
+    Ok(())
+}
+
+#[test]
+fn ephemeral_daemon_is_stopped_and_final_process_runs_after_main() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "eph",
+        json!([
+            {"name": "main", "cmdline": "sleep 0.3; echo done > main_done"},
+            {"name": "sidecar", "ephemeral": true, "daemon": true, "cmdline": "exec sleep 1000"},
+            {"name": "cleanup", "final": true, "cmdline": "test -f main_done && touch final_ran"},
+        ]),
+        json!({"finalization_wait": 10}),
+    );
+    let out = env.run(&cfg, "eph", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let r = env.replay("eph");
+    assert_eq!(r.state(), TaskState::Success);
+    assert!(
+        env.sandbox("eph").join("final_ran").exists(),
+        "the final process did not run after main"
+    );
+    assert_eq!(states(&r, "main"), vec![P::Success]);
+    assert_eq!(states(&r, "cleanup"), vec![P::Success]);
+    let side = runs(&r, "sidecar");
+    assert_eq!(side.last().unwrap().state, P::Killed);
+    assert!(!alive(side.last().unwrap().pid.unwrap()));
+    Ok(())
+}
+
+#[test]
+fn max_concurrency_keeps_runs_from_overlapping() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "conc",
+        json!([
+            {"name": "a", "cmdline": "sleep 0.2"},
+            {"name": "b", "cmdline": "sleep 0.2"},
+            {"name": "c", "cmdline": "sleep 0.2"},
+        ]),
+        json!({"max_concurrency": 1}),
+    );
+    let out = env.run(&cfg, "conc", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let r = env.replay("conc");
+    let mut spans: Vec<(f64, f64)> = ["a", "b", "c"]
+        .iter()
+        .map(|p| {
+            (
+                runs(&r, p)[0].fork_time.unwrap(),
+                runs(&r, p)[0].stop_time.unwrap(),
+            )
+        })
+        .collect();
+    spans.sort_by(|x, y| x.0.total_cmp(&y.0));
+    for w in spans.windows(2) {
+        assert!(w[1].0 >= w[0].1, "runs overlap: {spans:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn task_max_failures_decides_how_many_failed_processes_fail_the_task() -> TestResult {
+    let env = Env::new();
+    let procs = json!([
+        {"name": "bad1", "cmdline": "exit 1"},
+        {"name": "bad2", "cmdline": "exit 1"},
+        {"name": "good", "cmdline": "true"},
+    ]);
+    let strict = env.task("strict", procs.clone(), json!({"max_failures": 2}));
+    let out = env.run(&strict, "strict", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let lenient = env.task("lenient", procs, json!({"max_failures": 3}));
+    let out = env.run(&lenient, "lenient", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    Ok(())
+}
+
+#[test]
+fn a_plan_that_can_never_finish_fails_the_task() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "deadlock",
+        json!([
+            {"name": "first", "cmdline": "exit 1"},
+            {"name": "second", "cmdline": "touch second_ran"},
+        ]),
+        json!({"constraints": [{"order": ["first", "second"]}], "max_failures": 0}),
+    );
+    let out = env.run(&cfg, "deadlock", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let r = env.replay("deadlock");
+    assert_eq!(r.state(), TaskState::Failed);
+    assert!(!env.sandbox("deadlock").join("second_ran").exists());
+    let reason = r
+        .statuses
+        .last()
+        .unwrap()
+        .reason
+        .clone()
+        .unwrap_or_default();
+    assert!(reason.contains("second"), "reason: {reason}");
+    Ok(())
+}
+
+#[test]
+fn final_processes_run_in_their_own_order_after_the_regular_plan() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "finals",
+        json!([
+            {"name": "f2", "final": true, "cmdline": "echo f2 >> order"},
+            {"name": "f1", "final": true, "cmdline": "echo f1 >> order"},
+            {"name": "main", "cmdline": "echo main >> order"},
+        ]),
+        json!({"constraints": [{"order": ["f1", "f2"]}]}),
+    );
+    let out = env.run(&cfg, "finals", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(read(&env.sandbox("finals").join("order")), "main\nf1\nf2\n");
+    Ok(())
+}
+
+#[test]
+fn thermos_profile_written_by_one_process_is_sourced_by_the_next() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "profile",
+        json!([
+            {"name": "writer", "cmdline": "echo 'export GREETING=hello-from-profile' > .thermos_profile"},
+            {"name": "reader", "cmdline": "echo \"$GREETING\" > greeting"},
+        ]),
+        json!({"constraints": [{"order": ["writer", "reader"]}]}),
+    );
+    let out = env.run(&cfg, "profile", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        read(&env.sandbox("profile").join("greeting")),
+        "hello-from-profile\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn bound_ports_reach_the_command_line() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "ports",
+        json!([{"name": "p", "cmdline": "echo {{thermos.ports[http]}} {{thermos.ports[admin]}} {{thermos.task_id}} > ports"}]),
+        json!({}),
+    );
+    let out = env.run(&cfg, "ports", &["--port", "http=12345"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let line = read(&env.sandbox("ports").join("ports"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[0], "12345");
+    let admin: u16 = words[1].parse()?;
+    assert!(admin > 0);
+    assert_eq!(words[2], "ports");
+    let header = env.replay("ports").header.unwrap();
+    assert_eq!(header.ports.get("http"), Some(&12345));
+    assert_eq!(header.ports.get("admin"), Some(&i64::from(admin)));
+    Ok(())
+}
+
+#[test]
+fn logs_land_in_the_sandbox_per_process_and_run() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "logs",
+        json!([{"name": "talk", "max_failures": 2, "min_duration": 0,
+                "cmdline": "echo out-$HEARTH_RUN; echo err-$HEARTH_RUN >&2; [ -f again ] || { touch again; exit 1; }"}]),
+        json!({}),
+    );
+    let out = env.run(&cfg, "logs", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let logs = env.sandbox("logs").join(".logs/talk");
+    assert_eq!(read(&logs.join("0/stdout")), "out-0\n");
+    assert_eq!(read(&logs.join("0/stderr")), "err-0\n");
+    assert_eq!(read(&logs.join("1/stdout")), "out-1\n");
+    Ok(())
+}
+
+#[test]
+fn rotated_logs_keep_the_newest_bytes_within_the_bound() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "rotate",
+        json!([{"name": "noisy",
+                "logger": {"mode": "rotate", "rotate": {"log_size": 1000, "backups": 2}},
+                "cmdline": "for i in $(seq 1 500); do printf 'line-%04d\\n' $i; done"}]),
+        json!({}),
+    );
+    let out = env.run(&cfg, "rotate", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let dir = env.sandbox("rotate").join(".logs/noisy/0");
+    let current = read(&dir.join("stdout"));
+    assert!(
+        current.ends_with("line-0500\n"),
+        "newest bytes lost: {current:?}"
+    );
+    for f in ["stdout", "stdout.1", "stdout.2"] {
+        let len = std::fs::metadata(dir.join(f))?.len();
+        assert!(len <= 1000, "{f} is {len} bytes");
+    }
+    assert!(!dir.join("stdout.3").exists());
+    Ok(())
+}
+
+#[test]
+fn processes_inherit_only_the_standard_descriptors() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "fds",
+        json!([{"name": "p", "cmdline": "ls /proc/$$/fd > fds; true"}]),
+        json!({}),
+    );
+    let out = env.run(&cfg, "fds", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let fds: Vec<String> = read(&env.sandbox("fds").join("fds"))
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        fds,
+        vec!["0", "1", "2"],
+        "the shell saw descriptors {fds:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_invalid_config_exits_2_and_creates_nothing() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "bad",
+        json!([{"name": "a/b", "cmdline": "true"}]),
+        json!({}),
+    );
+    let out = env.run(&cfg, "bad", &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("processes[0].name"),
+        "{}",
+        show(&out)
+    );
+    assert!(!env.root().exists(), "something was created under the root");
+    Ok(())
+}
+
+#[test]
+fn a_second_executor_refuses_a_task_that_is_already_owned() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "owned",
+        json!([{"name": "p", "cmdline": "exec sleep 1000"}]),
+        json!({}),
+    );
+    let first = env.spawn(&cfg, "owned", &[]);
+    wait_until("the process to run", Duration::from_secs(20), || {
+        env.root().join("checkpoints/owned/runner").exists()
+            && states(&env.replay("owned"), "p").contains(&P::Running)
+    });
+    let second = env.run(&cfg, "owned", &[]);
+    assert_eq!(second.status.code(), Some(2), "{}", show(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already run by executor pid"),
+        "{}",
+        show(&second)
+    );
+    let k = env.kill("owned");
+    assert!(k.status.success(), "{}", show(&k));
+    let out = common::wait_output(first, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert_eq!(states(&env.replay("owned"), "p"), vec![P::Killed]);
+    Ok(())
+}
+
+#[test]
+fn kill_stops_a_double_forked_daemon_and_empties_the_cgroup() -> TestResult {
+    if !have_cgroups("kill_stops_a_double_forked_daemon_and_empties_the_cgroup") {
+        return Ok(());
+    }
+    let env = Env::new();
+    let cfg = env.task(
+        "dfork",
+        json!([{"name": "launcher",
+                "cmdline": "(setsid bash -c 'trap \"rm -f marker; exit 0\" TERM; echo $$ > daemon.pid; touch marker; while true; do sleep 0.05; done' &); exec sleep 1000"}]),
+        json!({"finalization_wait": 10}),
+    );
+    let child = env.spawn(&cfg, "dfork", &[]);
+    let sandbox = env.sandbox("dfork");
+    wait_until("the daemon's marker", Duration::from_secs(20), || {
+        sandbox.join("marker").exists()
+            && read(&sandbox.join("daemon.pid"))
+                .trim()
+                .parse::<i32>()
+                .is_ok()
+    });
+    let daemon: i32 = read(&sandbox.join("daemon.pid")).trim().parse().unwrap();
+    assert!(alive(daemon));
+    let k = env.kill("dfork");
+    assert!(k.status.success(), "{}", show(&k));
+    let out = common::wait_output(child, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert!(
+        !sandbox.join("marker").exists(),
+        "the daemon did not get SIGTERM"
+    );
+    wait_until("the daemon to be gone", Duration::from_secs(5), || {
+        !alive(daemon)
+    });
+    for c in ["memory", "pids", "freezer", "cpu"] {
+        let dir = Path::new("/sys/fs/cgroup").join(c).join("hearth/dfork");
+        assert!(!dir.exists(), "{} still exists", dir.display());
+    }
+    Ok(())
+}
+
+#[test]
+fn a_process_over_its_memory_limit_is_recorded_as_oom() -> TestResult {
+    if !have_cgroups("a_process_over_its_memory_limit_is_recorded_as_oom") {
+        return Ok(());
+    }
+    let env = Env::new();
+    let cfg = env.task(
+        "oom",
+        json!([{"name": "hog", "cmdline": "x=$(head -c 400000000 /dev/zero | tr '\\0' a); echo ${#x}"}]),
+        json!({"resources": {"cpu": 1.0, "ram": 64 * 1024 * 1024, "disk": 1 << 30}}),
+    );
+    let out = env.run(&cfg, "oom", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let r = env.replay("oom");
+    let run = &runs(&r, "hog")[0];
+    assert_eq!(run.state, P::Failed);
+    assert_eq!(run.reason.as_deref(), Some("oom"), "{run:?}");
+    Ok(())
+}
