@@ -589,6 +589,16 @@ fn load_reads_a_valid_file() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn an_invalid_name_in_an_order_list_is_reported_once() {
+    let e = errors_of(&bare(
+        r#"{"name": "a/b", "cmdline": "x"}, {"name": "c", "cmdline": "x"}"#,
+        r#"[{"order": ["a/b", "c"]}]"#,
+    ));
+    assert_problem(&e, "processes[0].name", "must not contain '/'");
+    assert_eq!(e.problems.len(), 1, "{e}");
+}
+
 mod properties {
     use std::collections::BTreeSet;
 

@@ -346,13 +346,14 @@ fn validate_process(p: &mut Problems, path: &str, w: &WireProcess) -> ProcessCon
             String::new()
         }
         None => String::new(),
-        Some(name) => match name_problem(&name) {
-            Some(why) => {
+        Some(name) => {
+            // An invalid name is reported here and kept, so that order lists naming it do not
+            // add "unknown process" noise.
+            if let Some(why) = name_problem(&name) {
                 p.push(at("name"), why);
-                String::new()
             }
-            None => name,
-        },
+            name
+        }
     };
     let cmdline = match p.string(&at("cmdline"), &w.cmdline) {
         None if w.cmdline.is_none() => {
