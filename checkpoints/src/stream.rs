@@ -9,7 +9,8 @@
 //!
 //! How the end of a stream is classified (see [`StreamEnd`]):
 //! * an incomplete frame header or payload at the end of the file is **torn** (a crash during an
-//!   append), and so is a final frame whose checksum does not match (its bytes were not all
+//!   append) — unless, in a Hearth stream, a whole checksummed frame is found in the bytes it
+//!   claims (then its length field is damaged: corrupt) — and so is a final frame whose checksum does not match (its bytes were not all
 //!   written), and so is a tail made only of zero bytes from a frame boundary on (a file system
 //!   that extended the file but lost the data; a writer never writes a zero-length frame);
 //! * a frame that declares more than [`MAX_PAYLOAD`] bytes, a bad checksum on a frame that has
@@ -478,14 +479,22 @@ impl<'a> Frames<'a> {
             );
         }
         let Some(payload) = rest.get(header_len..header_len + len) else {
-            return self.stop(
-                true,
-                format!(
-                    "frame needs {} bytes, {} left",
-                    header_len + len,
-                    rest.len()
-                ),
+            let detail = format!(
+                "frame needs {} bytes, {} left",
+                header_len + len,
+                rest.len()
             );
+            // A crash leaves a prefix of the last frame; a damaged length field in an earlier
+            // frame looks the same, except that whole frames follow it. Look for one.
+            if self.hearth
+                && let Some(at) = next_valid_frame(self.bytes, self.pos + 1)
+            {
+                return self.stop(
+                    false,
+                    format!("{detail}, yet a valid frame starts at byte {at}"),
+                );
+            }
+            return self.stop(true, detail);
         };
         let last = header_len + len == rest.len();
         if self.hearth {
@@ -513,6 +522,45 @@ impl<'a> Frames<'a> {
             }
         }
     }
+}
+
+/// Bytes of checksum work [`next_valid_frame`] may do before giving up.
+const RESYNC_BUDGET: usize = 8 << 20;
+
+/// The offset of the first position at or after `from` that holds a whole, checksummed,
+/// decodable Hearth frame, looking only at positions whose payload starts like a `RunnerCkpt`
+/// member we know, within [`RESYNC_BUDGET`] bytes of checksumming. Used only on the torn path,
+/// where fewer than `MAX_PAYLOAD + 8` bytes are left.
+fn next_valid_frame(bytes: &[u8], from: usize) -> Option<u64> {
+    let mut budget = RESYNC_BUDGET;
+    let mut p = from;
+    while let Some(window) = bytes.get(p..p + FRAME_HEADER_LEN + 3) {
+        let member = window[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 3] == [0x0C, 0, 1]
+            || window[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 3] == [0x0C, 0, 2]
+            || window[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 3] == [0x0C, 0, 3]
+            || window[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 3] == [0x0C, 0, 100]
+            || window[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 3] == [0x0C, 0, 101];
+        if member {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&window[..4]);
+            let len = u32::from_le_bytes(b) as usize;
+            let start = p + FRAME_HEADER_LEN;
+            if let Some(payload) = bytes.get(start..start.saturating_add(len)) {
+                if len > budget {
+                    return None;
+                }
+                budget -= len;
+                b.copy_from_slice(&window[4..8]);
+                if u32::from_le_bytes(b) == crc32c::crc32c(payload)
+                    && codec::decode(payload).is_ok()
+                {
+                    return Some(p as u64);
+                }
+            }
+        }
+        p += 1;
+    }
+    None
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
