@@ -70,7 +70,7 @@ pub fn render_text(task: &LoadedTask) -> String {
         ),
     ];
     match &replay.header {
-        Some(h) => fields.extend(header_fields(h)),
+        Some(h) => fields.extend(header_fields(h, &task.task_id)),
         None => fields.push((
             "header",
             "none (the stream has no header record)".to_owned(),
@@ -230,7 +230,9 @@ fn header_json(h: &RunnerHeader) -> Value {
     })
 }
 
-fn header_fields(h: &RunnerHeader) -> Vec<(&'static str, String)> {
+/// The header as `(label, value)` lines; the header's task id only when it differs from the
+/// id the task was loaded under.
+fn header_fields(h: &RunnerHeader, task_id: &str) -> Vec<(&'static str, String)> {
     let user = match (&h.user, h.uid) {
         (Some(user), Some(uid)) => format!("{} (uid {uid})", clean(user)),
         (Some(user), None) => clean(user).into_owned(),
@@ -248,7 +250,7 @@ fn header_fields(h: &RunnerHeader) -> Vec<(&'static str, String)> {
         ports.join(" ")
     };
     let mut fields = Vec::new();
-    if !h.task_id.is_empty() {
+    if h.task_id != task_id {
         fields.push(("header id", clean(&h.task_id).into_owned()));
     }
     fields.extend([
@@ -674,7 +676,6 @@ mod tests {
             "task t-1: KILLED",
             "www (uid 33)",
             "http=8080",
-            "launched   2012-05-23T20:34:46.123Z",
             "KILLED",
             "killed by operator",
             "process web (3 runs, latest RUNNING)",
@@ -687,6 +688,17 @@ mod tests {
                 "{expected:?} missing from:\n{text}"
             );
         }
+        let launched = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("launched "));
+        assert!(
+            launched.is_some_and(|l| l.ends_with(" 2012-05-23T20:34:46.123Z")),
+            "launch time missing:\n{text}"
+        );
+        assert!(
+            !text.contains("header id"),
+            "header id equals the task id:\n{text}"
+        );
         let failed_row = text.lines().find(|l| l.trim_start().starts_with("0 "));
         assert!(
             failed_row.is_some_and(|l| l.contains("FAILED") && l.contains(" 1 ")),
