@@ -76,6 +76,9 @@ enum Command {
         /// Name of the parent cgroup the task's cgroup is created under.
         #[arg(long, default_value = "hearth")]
         cgroup_parent: String,
+        /// Do not use cgroups: process groups and a subreaper only (no limits, no OOM reasons).
+        #[arg(long)]
+        no_cgroups: bool,
     },
     /// Tear a running task down: its executor sends SIGTERM to every process, waits up to the
     /// task's finalization_wait, SIGKILLs what is left and runs the final processes. Waits until
@@ -168,6 +171,7 @@ fn main() -> ExitCode {
             json,
             force,
             cgroup_parent,
+            no_cgroups,
         } => ExitCode::from(hearth_executor::run(&hearth_executor::RunOptions {
             config,
             root,
@@ -181,6 +185,7 @@ fn main() -> ExitCode {
             json,
             force,
             cgroup_parent: Some(cgroup_parent),
+            no_cgroups,
         })),
         Command::Kill {
             task_id,

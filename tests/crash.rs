@@ -163,3 +163,62 @@ fn kill_9_at_every_stage_loses_no_exit_status_and_never_runs_a_process_twice() -
     }
     Ok(())
 }
+
+#[test]
+fn inspect_shows_exits_the_keeper_saw_while_the_executor_was_down() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "down",
+        json!([
+            {"name": "quick", "ephemeral": true, "cmdline": "sleep 0.3; exit 4"},
+            {"name": "slow", "cmdline": "exec sleep 1000"},
+        ]),
+        json!({}),
+    );
+    let exec = env.spawn(&cfg, "down", &[]);
+    wait_until("both processes running", Duration::from_secs(20), || {
+        env.root().join("checkpoints/down/runner").exists()
+            && ["quick", "slow"].iter().all(|p| {
+                runs(&env.replay("down"), p)
+                    .last()
+                    .is_some_and(|r| r.state == ProcessState::Running)
+            })
+    });
+    kill9(exec);
+    let quick_pid = runs(&env.replay("down"), "quick")[0].pid.unwrap();
+    wait_until("quick to exit", Duration::from_secs(20), || {
+        !common::alive(quick_pid)
+    });
+    let inspect = || {
+        let out = common::hearth()
+            .args(["inspect", "down", "--json", "--root"])
+            .arg(env.root())
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    wait_until(
+        "the keeper's record of the exit",
+        Duration::from_secs(5),
+        || inspect()["processes"]["quick"][0]["state"] == "FAILED",
+    );
+    let shown = inspect();
+    assert_eq!(shown["processes"]["quick"][0]["return_code"], 4);
+    assert_eq!(shown["processes"]["slow"][0]["state"], "RUNNING");
+
+    // A new executor adopts the task and records the exit for good; then tear it down.
+    let exec = env.spawn(&cfg, "down", &[]);
+    wait_until(
+        "the exit in the runner stream",
+        Duration::from_secs(20),
+        || runs(&env.replay("down"), "quick")[0].state == ProcessState::Failed,
+    );
+    let k = env.kill("down");
+    assert!(k.status.success(), "{}", show(&k));
+    let out = wait_output(exec, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let r = env.replay("down");
+    assert_eq!(runs(&r, "quick")[0].return_code, Some(4));
+    assert_eq!(runs(&r, "slow")[0].state, ProcessState::Killed);
+    Ok(())
+}

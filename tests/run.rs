@@ -475,3 +475,41 @@ fn a_process_over_its_memory_limit_is_recorded_as_oom() -> TestResult {
     assert_eq!(run.reason.as_deref(), Some("oom"), "{run:?}");
     Ok(())
 }
+
+#[test]
+fn without_cgroups_kill_still_reaches_a_double_forked_daemon() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "nocg",
+        json!([{"name": "launcher",
+                "cmdline": "(setsid bash -c 'trap \"rm -f marker; exit 0\" TERM; echo $$ > daemon.pid; touch marker; while true; do sleep 0.05; done' &); exec sleep 1000"}]),
+        json!({"finalization_wait": 10}),
+    );
+    let child = env.spawn(&cfg, "nocg", &["--no-cgroups"]);
+    let sandbox = env.sandbox("nocg");
+    wait_until("the daemon's marker", Duration::from_secs(20), || {
+        sandbox.join("marker").exists()
+            && read(&sandbox.join("daemon.pid"))
+                .trim()
+                .parse::<i32>()
+                .is_ok()
+    });
+    let daemon: i32 = read(&sandbox.join("daemon.pid")).trim().parse().unwrap();
+    let k = env.kill("nocg");
+    assert!(k.status.success(), "{}", show(&k));
+    let out = common::wait_output(child, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--no-cgroups"),
+        "no warning about running without cgroups: {}",
+        show(&out)
+    );
+    assert!(
+        !sandbox.join("marker").exists(),
+        "the daemon did not get SIGTERM"
+    );
+    wait_until("the daemon to be gone", Duration::from_secs(5), || {
+        !alive(daemon)
+    });
+    Ok(())
+}

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
+use crate::record::Record;
 use crate::stream::{CheckpointError, Replayed, StreamEnd, replay_path};
 
 /// Where Hearth keeps its root when it runs as root and no `--root` is given.
@@ -391,11 +392,53 @@ pub fn load_path(path: &Path) -> Result<LoadedTask, RootError> {
 /// after an executor crash the exits it saw are there and not (yet) in the runner stream. This is
 /// the one place where the two are combined for readers (CLI, observer, a restarted executor).
 ///
-/// For now it returns `runner` unchanged: the keeper's record shape is not settled yet. Whoever
-/// lands the keeper stream fills this in (read it when it exists, add exits missing from the
-/// runner's runs, matched by process and run number, and keep the runner's records when both
-/// have one) and tests it here.
-pub fn merge_keeper_stream(runner: Replayed, _keeper: &Path) -> Result<Replayed, RootError> {
+/// The keeper writes `ProcessStatus` records carrying their `run`: RUNNING at spawn, and the
+/// terminal state at exit. Each terminal record whose run the runner stream still shows as live is
+/// applied to that run (state, stop time, return code, signal), with a reason saying where it came
+/// from. The runner's own records win whenever both have one. A finished task is left alone.
+pub fn merge_keeper_stream(mut runner: Replayed, keeper: &Path) -> Result<Replayed, RootError> {
+    if runner.replay.state().is_terminal() {
+        return Ok(runner);
+    }
+    let bytes = match std::fs::read(keeper) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(runner),
+        Err(source) => {
+            return Err(RootError::BadPath {
+                path: keeper.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let (_, records, _) = crate::stream::read_records(&bytes);
+    for (_, record) in records {
+        let Record::Process(exit) = record else {
+            continue;
+        };
+        let (Some(state), Some(run)) = (exit.state, exit.run) else {
+            continue;
+        };
+        if !state.is_terminal() {
+            continue;
+        }
+        let Some(r) = runner
+            .replay
+            .processes
+            .get_mut(&exit.process)
+            .and_then(|runs| runs.iter_mut().find(|r| i64::from(r.run) == i64::from(run)))
+        else {
+            continue;
+        };
+        if r.state.is_terminal() {
+            continue;
+        }
+        // The keeper saw this run end while no executor was there to record it.
+        r.state = state;
+        r.stop_time = exit.stop_time;
+        r.return_code = exit.return_code;
+        r.signal = exit.signal;
+        r.reason = Some("recorded by the keeper; the executor has not merged it yet".to_owned());
+    }
     Ok(runner)
 }
 

@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub force: bool,
     /// Parent cgroup name under each hierarchy (default `hearth`).
     pub cgroup_parent: Option<String>,
+    /// Do not use cgroups even where they are available.
+    pub no_cgroups: bool,
 }
 
 /// Why a task could not be started. `Usage` errors map to exit code 2 and leave nothing behind.
@@ -372,6 +374,16 @@ fn setup_cgroup(
     task: &TaskConfig,
     recovering: bool,
 ) -> Result<(Option<TaskCgroup>, Option<String>), PrepareError> {
+    if opts.no_cgroups {
+        return Ok((
+            None,
+            Some(
+                "cgroups disabled (--no-cgroups): using process groups and a subreaper; limits \
+                 are not enforced"
+                    .to_owned(),
+            ),
+        ));
+    }
     let hierarchy = match cgroup::available() {
         Ok(h) => h,
         Err(why) => {

@@ -604,8 +604,13 @@ impl Supervisor {
         if self.regular_running() > 0 || !self.cgroup_empty() {
             self.record_step("sigterm", None);
             self.signal_regular(libc::SIGTERM);
-            if let Some(cg) = &self.p.cgroup {
-                let _ = cg.signal_all(nix::sys::signal::Signal::SIGTERM);
+            match &self.p.cgroup {
+                Some(cg) => {
+                    let _ = cg.signal_all(nix::sys::signal::Signal::SIGTERM);
+                }
+                None => self.outbox.push(Request::SignalAll {
+                    signal: libc::SIGTERM,
+                }),
             }
         }
     }
@@ -641,8 +646,13 @@ impl Supervisor {
                 signal: libc::SIGKILL,
             });
         }
-        if let Some(cg) = &self.p.cgroup {
-            let _ = cg.kill_all();
+        match &self.p.cgroup {
+            Some(cg) => {
+                let _ = cg.kill_all();
+            }
+            None => self.outbox.push(Request::SignalAll {
+                signal: libc::SIGKILL,
+            }),
         }
     }
 
@@ -975,8 +985,15 @@ impl Supervisor {
             Phase::Cleaning { .. } => false,
         };
         match verdict {
-            Verdict::Restart { .. } if restartable => {
+            Verdict::Restart { after } if restartable => {
                 self.record(name, ProcessState::Waiting, ProcessStatus::default());
+                let run = self.procs.get(name).map(|p| p.run);
+                let why = if after.is_zero() {
+                    "restarting".to_owned()
+                } else {
+                    format!("restarting in {:.1}s", after.as_secs_f64())
+                };
+                self.event(Some(name), run, "WAITING", None, None, None, Some(&why));
             }
             Verdict::PermanentlyFailed { reason } => {
                 let run = self.procs.get(name).map(|p| p.run);

@@ -342,6 +342,14 @@ impl Keeper {
                     delivered,
                 }
             }
+            Request::SignalAll { signal } => {
+                let n = Signal::try_from(signal).map_or(0, |sig| self.signal_all(sig));
+                Reply::Signalled {
+                    process: String::new(),
+                    run: n,
+                    delivered: n > 0,
+                }
+            }
             Request::Shutdown => {
                 self.shutting_down = true;
                 // Answered with Bye once the last child is gone.
@@ -352,6 +360,37 @@ impl Keeper {
                 }
             }
         }
+    }
+
+    /// Signal every child's process group and every orphan re-parented to us. Returns how many
+    /// processes were signalled.
+    fn signal_all(&self, sig: Signal) -> u32 {
+        let me = std::process::id() as i32;
+        let mut n = 0;
+        let mut targets: Vec<i32> = self.children.keys().copied().collect();
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for entry in dir.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<i32>().ok())
+                else {
+                    continue;
+                };
+                if parent_of(pid) == Some(me) && !targets.contains(&pid) {
+                    targets.push(pid);
+                }
+            }
+        }
+        for pid in targets {
+            let p = Pid::from_raw(pid);
+            let group = nix::sys::signal::killpg(p, sig).is_ok();
+            let single = nix::sys::signal::kill(p, sig).is_ok();
+            if group || single {
+                n += 1;
+            }
+        }
+        n
     }
 
     fn spawn(&mut self, spec: SpawnSpec) -> Reply {
@@ -559,6 +598,13 @@ impl TargetFd {
             TargetFd::Borrowed(fd) => *fd,
         }
     }
+}
+
+/// The parent pid of `pid` (`/proc/<pid>/stat` field 4).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
 /// Open a log file for appending, creating its directory, owned by the task's user.

@@ -67,6 +67,10 @@ pub enum Request {
         run: u32,
         signal: i32,
     },
+    /// Send `signal` to every process the keeper is the parent of — its children's process groups
+    /// and the orphans re-parented to it (double-forked daemons) — for hosts without cgroups.
+    /// Answered by [`Reply::Signalled`] with the number of processes signalled in `run`.
+    SignalAll { signal: i32 },
     /// The task is over: exit once no child is left. Answered by [`Reply::Bye`].
     Shutdown,
 }

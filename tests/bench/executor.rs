@@ -1,0 +1,280 @@
+//! Executor benchmarks, run with `cargo bench --bench executor` (as root, for cgroups).
+//!
+//! Drives the real `hearth` binary and reports, over several trials, medians of:
+//! (a) overhead memory: summed PSS of the executor and the keeper of a task supervising 100
+//!     `sleep`s;
+//! (b) launch: from starting `hearth run` to all 100 processes RUNNING in the checkpoint (the
+//!     executor prints a process's RUNNING line only after the record is durable), next to a
+//!     minimal C fork/exec loop starting the same 100 `bash -c` commands in the same trial;
+//! (c) exit to durable record: from the moment a process exits (it stamps the wall clock right
+//!     before `_exit`) to its durable exit record (the executor's line, printed after the fsync);
+//! (d) restart latency with `min_duration: 0`: from a run's exit stamp to the start of the next run
+//!     as recorded in the checkpoint;
+//! (e) kill: from SIGTERM to the executor to the last of 100 SIGTERM-honouring processes gone.
+//!
+//! `HEARTH_BENCH_TRIALS` (default 5) sets the trial count.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hearth_checkpoints::stream::replay_path;
+use serde_json::{Value, json};
+
+const N: usize = 100;
+
+fn main() {
+    let trials: usize = std::env::var("HEARTH_BENCH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let dir = tempfile::Builder::new()
+        .prefix("hearth-bench-")
+        .tempdir()
+        .unwrap();
+    let forkloop = compile(dir.path(), "forkloop");
+    let stamp = compile(dir.path(), "stamp_exit");
+
+    let mut pss = Vec::new();
+    let mut launch = Vec::new();
+    let mut floor = Vec::new();
+    let mut kill = Vec::new();
+    for t in 0..trials {
+        floor.push(c_floor(&forkloop));
+        let (l, p, k) = hundred_sleeps(dir.path(), &format!("sleeps-{t}"));
+        launch.push(l);
+        pss.push(p);
+        kill.push(k);
+    }
+    let (exit_lat, restart_lat) = restart_loop(dir.path(), &stamp, 200);
+
+    let ms = |d: &[f64]| format!("{:.2} ms", median(d) * 1e3);
+    println!("executor benchmarks ({trials} trials, medians)");
+    println!(
+        "(a) overhead PSS, executor + keeper, {N} sleeps: {:.0} KiB (target <= 4096 KiB)",
+        median(&pss)
+    );
+    println!(
+        "(b) launch {N} processes to RUNNING: hearth {} vs C fork/exec floor {} = {:.2}x (target <= 1.2x)",
+        ms(&launch),
+        ms(&floor),
+        median(&launch) / median(&floor)
+    );
+    println!(
+        "(c) process exit to durable record: median {:.3} ms, p90 {:.3} ms over {} exits (target median < 1 ms)",
+        median(&exit_lat) * 1e3,
+        pct(&exit_lat, 0.9) * 1e3,
+        exit_lat.len()
+    );
+    println!(
+        "(d) restart latency, min_duration 0: median {:.3} ms, p90 {:.3} ms over {} restarts (target median < 2 ms)",
+        median(&restart_lat) * 1e3,
+        pct(&restart_lat, 0.9) * 1e3,
+        restart_lat.len()
+    );
+    println!(
+        "(e) kill {N} SIGTERM-honouring processes: {} (target < 50 ms)",
+        ms(&kill)
+    );
+}
+
+fn compile(dir: &Path, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/bench/c/{name}.c"));
+    let out = dir.join(name);
+    let ok = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cc failed for {}", src.display());
+    out
+}
+
+fn now_wall() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn median(v: &[f64]) -> f64 {
+    pct(v, 0.5)
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    s[((s.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The C loop's time to fork and exec N `bash -c "sleep 1000"`, in seconds.
+fn c_floor(forkloop: &Path) -> f64 {
+    let out = Command::new(forkloop)
+        .args([&N.to_string(), "sleep 1000"])
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pgid = out.id() as i32;
+    let out = out.wait_with_output().unwrap();
+    let ns: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::SIGKILL);
+    ns / 1e9
+}
+
+fn write_task(dir: &Path, name: &str, task: &Value) -> PathBuf {
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_vec(task).unwrap()).unwrap();
+    path
+}
+
+fn pss_kib(pid: i32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// Launch N sleeps, measure launch time and PSS, then kill and measure teardown.
+fn hundred_sleeps(dir: &Path, task_id: &str) -> (f64, f64, f64) {
+    let procs: Vec<Value> = (0..N)
+        .map(|i| json!({"name": format!("s{i:03}"), "cmdline": "sleep 1000"}))
+        .collect();
+    let cfg = write_task(dir, task_id, &json!({"name": task_id, "processes": procs}));
+    let root = dir.join("root");
+    let t0 = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg("run")
+        .arg(&cfg)
+        .arg("--root")
+        .arg(&root)
+        .args(["--task-id", task_id, "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut pids = Vec::new();
+    while pids.len() < N {
+        let line = lines.next().unwrap().unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v["state"] == "RUNNING" {
+            pids.push(v["pid"].as_i64().unwrap() as i32);
+        }
+    }
+    let launch = t0.elapsed().as_secs_f64();
+
+    let replay = replay_path(&root.join("checkpoints").join(task_id).join("runner"))
+        .unwrap()
+        .replay;
+    let keeper = replay
+        .processes
+        .values()
+        .find_map(|runs| runs.last().and_then(|r| r.coordinator_pid))
+        .unwrap();
+    // Let the executor settle (its allocations after the launch burst) before reading PSS.
+    std::thread::sleep(Duration::from_millis(200));
+    let pss = pss_kib(child.id() as i32) + pss_kib(keeper);
+
+    let t1 = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            t1.elapsed() < Duration::from_secs(60),
+            "processes survived the kill"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let kill = t1.elapsed().as_secs_f64();
+    for _ in lines.by_ref() {}
+    child.wait().unwrap();
+    (launch, pss, kill)
+}
+
+/// A daemon that exits at once, `runs` times: exit-to-record and restart latencies.
+fn restart_loop(dir: &Path, stamp: &Path, runs: usize) -> (Vec<f64>, Vec<f64>) {
+    let task_id = "restarts";
+    let stamps = dir.join("stamps");
+    let cmd = format!("exec {} {} 0", stamp.display(), stamps.display());
+    let cfg = write_task(
+        dir,
+        task_id,
+        &json!({"name": task_id, "processes": [
+            {"name": "d", "daemon": true, "min_duration": 0, "cmdline": cmd}
+        ]}),
+    );
+    let root = dir.join("root");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg("run")
+        .arg(&cfg)
+        .arg("--root")
+        .arg(&root)
+        .args(["--task-id", task_id, "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut arrivals = Vec::new();
+    while arrivals.len() < runs {
+        let line = lines.next().unwrap().unwrap();
+        let at = now_wall();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v["state"] == "SUCCESS" && v["process"] == "d" {
+            arrivals.push(at);
+        }
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    for _ in lines.by_ref() {}
+    child.wait().unwrap();
+
+    let exits: Vec<f64> = std::fs::read_to_string(&stamps)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let exit_lat: Vec<f64> = arrivals.iter().zip(&exits).map(|(a, e)| a - e).collect();
+    let replay = replay_path(&root.join("checkpoints").join(task_id).join("runner"))
+        .unwrap()
+        .replay;
+    let starts: Vec<f64> = replay.processes["d"]
+        .iter()
+        .filter_map(|r| r.start_time)
+        .collect();
+    let restart_lat: Vec<f64> = exits
+        .iter()
+        .zip(starts.iter().skip(1))
+        .take(runs - 1)
+        .map(|(e, s)| s - e)
+        .collect();
+    (exit_lat, restart_lat)
+}
