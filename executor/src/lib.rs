@@ -10,6 +10,9 @@ pub mod planner;
 pub mod prepare;
 pub mod spawn;
 pub mod supervise;
+pub mod health;
+pub mod disk;
+pub mod report;
 
 pub use prepare::RunOptions;
 

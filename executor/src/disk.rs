@@ -1,0 +1,1 @@
+//! Sandbox disk usage (in progress).

@@ -1,0 +1,256 @@
+//! Health checks (DESIGN section 5) and the HTTP lifecycle endpoints used by teardown
+//! (section 6).
+//!
+//! * [`algorithm`]: the pure decision rules (grace attempts, successes to RUNNING, failure
+//!   limit, deadline), unit-tested on tables of outcomes.
+//! * [`http`]: the pooled HTTP checker and [`post_lifecycle`](http::post_lifecycle).
+//! * [`shell`]: the `bash -c` checker, killed with its process group at the timeout.
+//! * [`snooze`]: the `.healthchecksnooze` file and its expiry.
+//! * [`HealthMonitor`]: one tokio task that runs checks every `interval`, applies the snooze and
+//!   the algorithm, and reports [`HealthEvent`]s on a channel.
+//!
+//! The monitor runs the first check right away (grace is counted in attempts, as Aurora does),
+//! then one check per `interval`, measured from the end of the previous check, so checks never
+//! overlap. Between checks it sleeps on a timer — waking early only when an active snooze
+//! expires, to report its end on time. All timing goes through `tokio::time`.
+//!
+//! Events, in the order they happen:
+//! * `SnoozeStarted` / `SnoozeEnded`: every snooze transition (the executor records a
+//!   checkpoint `SnoozeEvent` for each). The snooze file is looked at before every check.
+//! * `Healthy`: once, when the task reaches RUNNING.
+//! * `Unhealthy`: once, with the full reason `Failed health check! <reason>`; the monitor
+//!   then stops.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hearth_checkpoints::config::{HealthCheckConfig, HealthChecker};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub mod algorithm;
+pub mod http;
+pub mod shell;
+pub mod snooze;
+
+#[cfg(test)]
+mod tests;
+
+pub use algorithm::{CheckOutcome, HealthAlgorithm, Verdict};
+pub use http::{HttpChecker, HttpProbe, PostOutcome, post_lifecycle};
+pub use shell::ShellChecker;
+pub use snooze::{SNOOZE_FILE, SnoozeWatch};
+
+/// Prefix of the reason of a task failed by its health check (Aurora's wording).
+pub const FAILED_HEALTH_CHECK: &str = "Failed health check!";
+
+/// What the health monitor tells the executor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthEvent {
+    /// The task reached RUNNING (`min_consecutive_successes` successes in a row).
+    Healthy,
+    /// The task is unhealthy; `reason` is the full text (`Failed health check! ...`).
+    Unhealthy { reason: String },
+    /// Checks are snoozed from now; `expires_ms` (ms since the epoch) when the file said so.
+    SnoozeStarted {
+        expires_ms: Option<i64>,
+        detail: String,
+    },
+    /// The snooze ended (`file removed` or `expired`).
+    SnoozeEnded { detail: String },
+}
+
+#[derive(Debug, Error)]
+pub enum HealthError {
+    /// An HTTP checker needs the task's `health` port.
+    #[error("the http health check needs a health port, and the task has none")]
+    NoHealthPort,
+    #[error("health-check endpoint {endpoint:?} does not form a valid URL")]
+    Endpoint {
+        endpoint: String,
+        #[source]
+        source: hyper::http::uri::InvalidUri,
+    },
+}
+
+/// A boxed check future: `Ok(())` healthy, `Err(reason)` unhealthy.
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// Something that can be checked. Implemented by the real checkers; tests use fakes.
+pub trait Probe: Send + Sync + 'static {
+    fn check(&self) -> CheckFuture<'_>;
+}
+
+impl Probe for HttpChecker {
+    fn check(&self) -> CheckFuture<'_> {
+        Box::pin(HttpChecker::check(self))
+    }
+}
+
+impl Probe for ShellChecker {
+    fn check(&self) -> CheckFuture<'_> {
+        Box::pin(ShellChecker::check(self))
+    }
+}
+
+/// Timing of the monitor loop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    pub interval: Duration,
+}
+
+/// Runs the health checks of one task in its own tokio task. Dropping it (or [`stop`]) stops
+/// the checks, killing a shell check in flight.
+///
+/// [`stop`]: HealthMonitor::stop
+#[derive(Debug)]
+pub struct HealthMonitor {
+    handle: JoinHandle<()>,
+}
+
+/// Wall-clock now, ms since the epoch (snooze expiries are wall-clock times).
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl HealthMonitor {
+    /// Start checking as `cfg` says. `port` is the task's `health` port (needed by the HTTP
+    /// checker), `env` the task's environment (`NAME=value`), `creds` the role user's
+    /// `(uid, gid, groups)` when the executor switches users. Must be called inside a tokio
+    /// runtime.
+    pub fn start(
+        cfg: &HealthCheckConfig,
+        port: Option<u16>,
+        sandbox: PathBuf,
+        env: Vec<String>,
+        creds: Option<(u32, u32, Vec<u32>)>,
+    ) -> Result<(HealthMonitor, mpsc::Receiver<HealthEvent>), HealthError> {
+        let probe: Arc<dyn Probe> = match &cfg.checker {
+            HealthChecker::Http {
+                endpoint,
+                expected_response,
+                expected_response_code,
+            } => {
+                let port = port.ok_or(HealthError::NoHealthPort)?;
+                Arc::new(HttpChecker::new(
+                    HttpProbe::new(),
+                    port,
+                    endpoint,
+                    expected_response,
+                    *expected_response_code,
+                    cfg.timeout,
+                )?)
+            }
+            HealthChecker::Shell { shell_command } => Arc::new(ShellChecker::new(
+                shell_command,
+                sandbox.clone(),
+                &env,
+                creds,
+                cfg.timeout,
+            )),
+        };
+        Ok(Self::start_with(
+            probe,
+            HealthAlgorithm::from_config(cfg),
+            Schedule {
+                interval: cfg.interval,
+            },
+            SnoozeWatch::new(&sandbox),
+        ))
+    }
+
+    /// Start with any probe (the seam tests use).
+    pub fn start_with(
+        probe: Arc<dyn Probe>,
+        algorithm: HealthAlgorithm,
+        schedule: Schedule,
+        snooze: SnoozeWatch,
+    ) -> (HealthMonitor, mpsc::Receiver<HealthEvent>) {
+        let (tx, rx) = mpsc::channel(16);
+        let handle = tokio::spawn(run(probe, algorithm, schedule, snooze, tx));
+        (HealthMonitor { handle }, rx)
+    }
+
+    /// Stop checking (idempotent). A check in flight is abandoned; a shell check's process
+    /// group is killed.
+    pub fn stop(&self) {
+        self.handle.abort();
+    }
+
+    /// Whether the monitor's task has ended (stopped, or after reporting `Unhealthy`).
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+}
+
+impl Drop for HealthMonitor {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+async fn run(
+    probe: Arc<dyn Probe>,
+    mut algorithm: HealthAlgorithm,
+    schedule: Schedule,
+    mut snooze: SnoozeWatch,
+    tx: mpsc::Sender<HealthEvent>,
+) {
+    loop {
+        if let Some(event) = snooze.poll(wall_ms())
+            && tx.send(event).await.is_err()
+        {
+            return;
+        }
+        let outcome = if snooze.is_active() {
+            CheckOutcome::Snoozed
+        } else {
+            match probe.check().await {
+                Ok(()) => CheckOutcome::Healthy,
+                Err(reason) => {
+                    tracing::warn!(%reason, "health check failed");
+                    CheckOutcome::Unhealthy(reason)
+                }
+            }
+        };
+        match algorithm.record(outcome) {
+            Verdict::BecameRunning => {
+                if tx.send(HealthEvent::Healthy).await.is_err() {
+                    return;
+                }
+            }
+            Verdict::Unhealthy(reason) => {
+                let reason = format!("{FAILED_HEALTH_CHECK} {reason}");
+                let _ = tx.send(HealthEvent::Unhealthy { reason }).await;
+                return;
+            }
+            Verdict::Starting | Verdict::Running => {}
+        }
+        // Wait for the next check; wake early only to report a snooze expiring.
+        let next = tokio::time::Instant::now() + schedule.interval;
+        while let Some(expires) = snooze.expires_ms() {
+            let wait_ms = u64::try_from(expires.saturating_sub(wall_ms())).unwrap_or(0);
+            let wake = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+            if wake >= next {
+                break;
+            }
+            tokio::time::sleep_until(wake).await;
+            if let Some(event) = snooze.poll(wall_ms())
+                && tx.send(event).await.is_err()
+            {
+                return;
+            }
+            if snooze.expires_ms() == Some(expires) {
+                // Wall clock behind the timer (or paused time): do not spin; wait for `next`.
+                break;
+            }
+        }
+        tokio::time::sleep_until(next).await;
+    }
+}

@@ -1,0 +1,1 @@
+//! Status reports (in progress).
