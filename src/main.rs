@@ -114,6 +114,20 @@ enum Command {
         #[arg(short = 'n', long, default_value_t = 10)]
         lines: usize,
     },
+    /// The per-task keeper that `hearth run` starts: the parent of the task's processes.
+    #[command(hide = true)]
+    Keeper {
+        #[arg(long)]
+        task_id: String,
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        stream: PathBuf,
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long = "cgroup-procs")]
+        cgroup_procs: Vec<PathBuf>,
+    },
     /// Replay one task's checkpoint stream (Hearth or legacy Thermos) and print its header,
     /// status history and every run of every process.
     ///
@@ -187,6 +201,22 @@ fn main() -> ExitCode {
             cgroup_parent: Some(cgroup_parent),
             no_cgroups,
         })),
+        Command::Keeper {
+            task_id,
+            socket,
+            stream,
+            log,
+            cgroup_procs,
+        } => {
+            let paths = hearth_executor::keeper::KeeperPaths {
+                task_id,
+                socket,
+                stream,
+                log,
+                cgroup_procs,
+            };
+            ExitCode::from(u8::try_from(hearth_executor::keeper::run(&paths)).unwrap_or(1))
+        }
         Command::Kill {
             task_id,
             root,

@@ -1,8 +1,9 @@
 //! The keeper: one small process per task that is the parent of every task process.
 //!
 //! Only a process's parent (or the subreaper it is re-parented to) can learn its exit status, so
-//! the executor cannot be that parent if it is to survive its own crash. The keeper is forked from
-//! the executor before the executor starts its async runtime, and then:
+//! the executor cannot be that parent if it is to survive its own crash. The keeper is started by
+//! the executor as `hearth keeper ...` (a fresh image, so `ps` and `pkill -f 'hearth run'` tell it
+//! from the executor), and then:
 //! * becomes a session leader and a child subreaper (`PR_SET_CHILD_SUBREAPER`), so double-forked
 //!   descendants of the task are re-parented to it and reaped, not left as zombies;
 //! * forks and execs task processes when the executor asks ([`protocol::Request::Spawn`]), joining
@@ -77,9 +78,9 @@ pub fn pid_start_ticks(pid: i32) -> Option<i64> {
 }
 
 /// Run the keeper until the executor asks it to shut down and no child is left. Returns the
-/// process exit code. Called in the freshly forked keeper process.
-pub fn run(paths: &KeeperPaths, keep_fds: &[RawFd]) -> i32 {
-    match Keeper::start(paths, keep_fds).and_then(|mut k| k.serve()) {
+/// process exit code. This is `hearth keeper ...`, which the executor starts.
+pub fn run(paths: &KeeperPaths) -> i32 {
+    match Keeper::start(paths, &[]).and_then(|mut k| k.serve()) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("hearth keeper for {}: {e}", paths.task_id);
