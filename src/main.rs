@@ -114,6 +114,30 @@ enum Command {
         #[arg(short = 'n', long, default_value_t = 10)]
         lines: usize,
     },
+    /// Pause a task's health checks (they count as successes) until cleared or, with --for, for
+    /// a while; --clear resumes them. Every start and end is recorded in the checkpoint.
+    Snooze {
+        task_id: String,
+        /// Checkpoint root [default: /var/run/hearth as root, else $XDG_RUNTIME_DIR/hearth].
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// How long, e.g. 90s, 30m, 2h, 1h30m (counted from now).
+        #[arg(long = "for", conflicts_with = "clear")]
+        duration: Option<String>,
+        /// End the snooze now.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Serve the read-only web UI and JSON API over one or more checkpoint roots (Hearth or
+    /// Thermos): tasks, processes, runs, logs, sandbox browsing, /metrics.
+    Observe {
+        /// A checkpoint root to serve (repeatable) [default: the default root].
+        #[arg(long = "root")]
+        roots: Vec<PathBuf>,
+        /// Address to listen on (loopback by default).
+        #[arg(long, default_value_t = hearth_observer::DEFAULT_BIND)]
+        bind: std::net::SocketAddr,
+    },
     /// The per-task keeper that `hearth run` starts: the parent of the task's processes.
     #[command(hide = true)]
     Keeper {
@@ -201,6 +225,13 @@ fn main() -> ExitCode {
             cgroup_parent: Some(cgroup_parent),
             no_cgroups,
         })),
+        Command::Snooze {
+            task_id,
+            root,
+            duration,
+            clear,
+        } => snooze(&task_id, root.as_deref(), duration.as_deref(), clear),
+        Command::Observe { roots, bind } => observe(roots, bind),
         Command::Keeper {
             task_id,
             socket,
@@ -292,6 +323,44 @@ fn kill(task_id: &str, root: Option<&std::path::Path>, wait: u64) -> ExitCode {
         Err(e) => {
             eprintln!("hearth: {}", error_chain(&e));
             ExitCode::from(if e.is_usage() { 2 } else { 1 })
+        }
+    }
+}
+
+fn snooze(
+    task_id: &str,
+    root: Option<&std::path::Path>,
+    duration: Option<&str>,
+    clear: bool,
+) -> ExitCode {
+    let root = match Root::given_or_default(root) {
+        Ok(r) => r,
+        Err(e) => return root_error(&e),
+    };
+    match hearth_executor::control::snooze(&root, task_id, duration, clear) {
+        Ok(what) => {
+            println!("{what}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hearth: {}", error_chain(&e));
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
+        }
+    }
+}
+
+fn observe(mut roots: Vec<PathBuf>, bind: std::net::SocketAddr) -> ExitCode {
+    if roots.is_empty() {
+        match root::default_root() {
+            Ok(r) => roots.push(r),
+            Err(e) => return root_error(&e),
+        }
+    }
+    match hearth_observer::observe(hearth_observer::ObserveOptions { roots, bind }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hearth: {}", error_chain(&e));
+            ExitCode::from(1)
         }
     }
 }

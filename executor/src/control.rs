@@ -44,6 +44,10 @@ pub enum ControlError {
     WhichProcess { task_id: String, known: String },
     #[error("process {process:?} of task {task_id:?} has not started yet")]
     NotStarted { task_id: String, process: String },
+    #[error("task {task_id:?} has no sandbox in its checkpoint header")]
+    NoSandbox { task_id: String },
+    #[error("--for: {value:?} is not a duration (use e.g. 90s, 30m, 2h, 1h30m)")]
+    BadDuration { value: String },
     #[error("{what} {path}")]
     Io {
         what: &'static str,
@@ -63,7 +67,9 @@ impl ControlError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            ControlError::NoProcess { .. } | ControlError::WhichProcess { .. }
+            ControlError::NoProcess { .. }
+                | ControlError::WhichProcess { .. }
+                | ControlError::BadDuration { .. }
         ) || matches!(self, ControlError::Root(e) if e.is_usage())
     }
 }
@@ -332,4 +338,61 @@ fn copy_from(file: &mut File, pos: u64, out: &mut dyn Write) -> io::Result<u64> 
     let n = io::copy(file, out)?;
     out.flush()?;
     Ok(pos + n)
+}
+
+/// `hearth snooze`: pause a task's health checks by creating `<sandbox>/.healthchecksnooze`
+/// (holding the duration, if any, which the executor counts from the file's modification time), or
+/// end the pause with `clear`. The executor notices either way and records the snooze's start and
+/// end in the checkpoint. Returns a sentence saying what was done.
+pub fn snooze(
+    root: &Root,
+    task_id: &str,
+    duration: Option<&str>,
+    clear: bool,
+) -> Result<String, ControlError> {
+    root::validate_task_id(task_id)?;
+    let replay = replay_of(root, task_id)?;
+    let sandbox = replay
+        .header
+        .as_ref()
+        .and_then(|h| h.sandbox.clone())
+        .ok_or_else(|| ControlError::NoSandbox {
+            task_id: task_id.to_owned(),
+        })?;
+    let path = Path::new(&sandbox).join(crate::health::snooze::SNOOZE_FILE);
+    if clear {
+        return match std::fs::remove_file(&path) {
+            Ok(()) => Ok(format!("health checks of {task_id} resume")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Ok(format!("health checks of {task_id} were not snoozed"))
+            }
+            Err(source) => Err(ControlError::Io {
+                what: "remove",
+                path,
+                source,
+            }),
+        };
+    }
+    let content = match duration {
+        Some(d) => {
+            if crate::health::snooze::parse_duration(d).is_none() {
+                return Err(ControlError::BadDuration {
+                    value: d.to_owned(),
+                });
+            }
+            format!("{}\n", d.trim())
+        }
+        None => String::new(),
+    };
+    crate::prepare::write_atomic(&path, content.as_bytes()).map_err(|source| ControlError::Io {
+        what: "write",
+        path: path.clone(),
+        source,
+    })?;
+    Ok(match duration {
+        Some(d) => format!("health checks of {task_id} snoozed for {}", d.trim()),
+        None => {
+            format!("health checks of {task_id} snoozed until `hearth snooze {task_id} --clear`")
+        }
+    })
 }
