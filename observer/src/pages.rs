@@ -472,12 +472,13 @@ const VIEWER_JS: &str = r#"
 (function(){
   var pre=document.getElementById('content'), v=document.getElementById('viewer');
   var url=v.dataset.url, start=+v.dataset.start, end=+v.dataset.end, step=+v.dataset.step;
-  var older=document.getElementById('older');
+  var older=document.getElementById('older'), range=document.getElementById('range');
+  function show(){if(range)range.textContent='bytes '+start+'\u2013'+end+' of '+end;}
   function get(q){return fetch(url+q).then(function(r){return r.json();});}
   function atBottom(){return pre.scrollTop+pre.clientHeight>=pre.scrollHeight-4;}
   function poll(){
     get('?offset='+end).then(function(c){
-      if(c.length>0){var b=atBottom();pre.appendChild(document.createTextNode(c.data));end=c.offset+c.length;if(b)pre.scrollTop=pre.scrollHeight;}
+      if(c.length>0){var b=atBottom();pre.appendChild(document.createTextNode(c.data));end=c.offset+c.length;show();if(b)pre.scrollTop=pre.scrollHeight;}
       else if(c.size<end){end=c.size;}
     }).catch(function(){}).then(function(){setTimeout(poll,1000);});
   }
@@ -485,7 +486,7 @@ const VIEWER_JS: &str = r#"
     e.preventDefault(); if(start<=0)return;
     var from=Math.max(0,start-step);
     get('?offset='+from+'&length='+(start-from)).then(function(c){
-      pre.insertBefore(document.createTextNode(c.data),pre.firstChild);start=from;
+      pre.insertBefore(document.createTextNode(c.data),pre.firstChild);start=from;show();
       if(start<=0)older.remove();
     });
   });}
@@ -536,7 +537,7 @@ fn viewer(
         h1 { (heading) }
         p {
             @if start > 0 { a #older href=(format!("?end={start}")) { "« older" } " · " }
-            span.muted { "bytes " (start) "–" (end) " of " (size) }
+            span.muted #range { "bytes " (start) "–" (end) " of " (size) }
             @if end < size { " · " a href="?" { "newest" } }
         }
         div #viewer data-url=(data_url) data-start=(start) data-end=(end) data-step=(VIEW_CHUNK) {
