@@ -601,9 +601,8 @@ fn scan(bytes: &[u8], keep_scanning: bool) -> (Replayed, Framing) {
                     continue;
                 }
                 let r = &mut replayed.replay;
-                r.unknown_fields += u64::from(decoded.unknown_fields);
-                r.unknown_records +=
-                    u64::from(decoded.unknown_members > 0 && decoded.record.is_none());
+                // Counted only for frames that are applied (or skipped whole), so the state
+                // is exactly that of the replayed prefix.
                 if let Some(record) = &decoded.record {
                     if let Err(e) = r.apply(record) {
                         invalid = Some(StreamEnd::Invalid {
@@ -618,7 +617,10 @@ fn scan(bytes: &[u8], keep_scanning: bool) -> (Replayed, Framing) {
                         break StreamEnd::Clean;
                     }
                     replayed.records += 1;
+                } else {
+                    r.unknown_records += 1;
                 }
+                r.unknown_fields += u64::from(decoded.unknown_fields);
                 replayed.valid_len = frames.offset();
             }
         }

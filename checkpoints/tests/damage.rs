@@ -168,3 +168,40 @@ fn a_damaged_length_that_runs_past_the_end_is_corrupt_when_whole_frames_follow()
     );
     Ok(())
 }
+
+/// Found by the `record_reader` fuzz target: the unknown fields of a record that replay then
+/// rejected were counted in the state, so the state differed from the replay of the prefix.
+#[test]
+fn a_rejected_record_leaves_no_trace_in_the_replayed_state() -> TestResult {
+    use hearth_checkpoints::codec::encode;
+    use hearth_checkpoints::record::{ProcessStatus, Record};
+
+    let mut bytes = golden("success.ckpt")?;
+    let good = bytes.len();
+    // A process record without its state, carrying an unknown i32 field 99.
+    let mut payload = Vec::new();
+    encode(
+        &Record::Process(ProcessStatus {
+            seq: 0,
+            process: "late".to_owned(),
+            ..ProcessStatus::default()
+        }),
+        &mut payload,
+    );
+    let stops = payload.split_off(payload.len() - 2);
+    payload.extend_from_slice(&[0x08, 0x00, 99, 0, 0, 0, 1]);
+    payload.extend_from_slice(&stops);
+    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+
+    let r = replay_bytes(&bytes);
+    assert!(
+        matches!(r.end, StreamEnd::Invalid { offset, .. } if offset == good as u64),
+        "{:?}",
+        r.end
+    );
+    assert_eq!(r.replay.unknown_fields, 0);
+    assert_eq!(r.replay, replay_bytes(&bytes[..good]).replay);
+    Ok(())
+}
