@@ -1,1 +1,409 @@
-//! Status reports (in progress).
+//! Status reports to the scheduler (`--scheduler URL`).
+//!
+//! The executor reports STARTING, then RUNNING (with [`HEALTHY_REASON`] once the health check
+//! passes, or [`NO_HEALTH_CHECK_REASON`] when there is none), then one terminal state with
+//! Aurora's reason texts ([`terminal_status`]; a health-check failure carries `Failed health
+//! check! ...`, a disk overrun `Disk limit exceeded. ...`).
+//!
+//! [`Reporter`] delivers them under the contract of [`hearth_scheduler::api`]:
+//! * the caller numbers the updates `1, 2, 3, ...`, **persists each one in its checkpoint
+//!   first**, then hands it to [`Reporter::send`];
+//! * the reporter `POST`s them one at a time, in order; the next one goes only after the
+//!   scheduler acknowledged the previous one (`200`, applied now or earlier);
+//! * a failed attempt (no connection, a timeout, `5xx`, `409` gap, anything but `200`/`4xx`) is
+//!   retried after a capped exponential backoff (100 ms, doubling, at most 10 s by default);
+//! * every acknowledgement is reported as [`ReportEvent::Acknowledged`] so the caller can record
+//!   it; after a restart the caller re-sends every update it holds no acknowledgement for, with
+//!   the same seq. The scheduler applies a seq once, so a resend is harmless;
+//! * a `4xx` other than `408`, `409` and `429` means the scheduler will never take that update
+//!   (it is malformed for it): reported as [`ReportEvent::Rejected`] and skipped, so one bad
+//!   update cannot block the ones after it.
+//!
+//! All waiting goes through `tokio::time` (backoff tests run on paused time).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use hearth_checkpoints::record::TaskState;
+use hearth_scheduler::api::{STATUS_PATH, ScheduleStatus, StatusUpdate};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// RUNNING reason when the task has no health check (Aurora's wording).
+pub const NO_HEALTH_CHECK_REASON: &str = "No health-check defined, task is assumed healthy.";
+/// RUNNING reason once the health check passed (Aurora's wording).
+pub const HEALTHY_REASON: &str = "Task is healthy.";
+
+/// The scheduler status and Aurora's reason text for a terminal task state; `None` for a state
+/// that is not terminal.
+pub fn terminal_status(state: TaskState) -> Option<(ScheduleStatus, &'static str)> {
+    Some(match state {
+        TaskState::Success => (ScheduleStatus::Finished, "Task finished."),
+        TaskState::Failed => (ScheduleStatus::Failed, "Task failed."),
+        TaskState::Killed => (ScheduleStatus::Killed, "Task killed."),
+        TaskState::Lost => (ScheduleStatus::Lost, "Task lost."),
+        TaskState::Active | TaskState::Cleaning | TaskState::Finalizing => return None,
+    })
+}
+
+#[derive(Debug, Error)]
+pub enum ReportError {
+    #[error("scheduler URL {url:?} is not a valid URL")]
+    Url {
+        url: String,
+        #[source]
+        source: hyper::http::uri::InvalidUri,
+    },
+    #[error("scheduler URL {url:?} must be http://host[:port][/prefix]")]
+    Scheme { url: String },
+    /// The reporter's task has ended (stopped).
+    #[error("the status reporter has stopped; update seq {seq} was not queued")]
+    Stopped { seq: u64 },
+}
+
+/// Retry timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Wait after the first failed attempt.
+    pub initial: Duration,
+    /// The wait doubles per failed attempt up to this.
+    pub max: Duration,
+    /// One attempt (connect, send, answer) is abandoned after this.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after `failures` consecutive failed attempts (1 = the first).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(failures.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// What happened to an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportEvent {
+    /// The scheduler has applied update `seq` (now, or before: `duplicate`).
+    Acknowledged { seq: u64, duplicate: bool },
+    /// The scheduler refused update `seq` for good (`status`, with its answer); skipped.
+    Rejected {
+        seq: u64,
+        status: u16,
+        detail: String,
+    },
+}
+
+/// Sends status updates to the scheduler in a tokio task. Dropping it (or
+/// [`stop`](Self::stop)) abandons the updates not yet acknowledged — they stay in the caller's
+/// checkpoint for the next start.
+#[derive(Debug)]
+pub struct Reporter {
+    tx: mpsc::UnboundedSender<StatusUpdate>,
+    handle: JoinHandle<()>,
+}
+
+/// Parse `http://host[:port][/prefix]` into the status endpoint's URI.
+pub fn status_uri(scheduler: &str) -> Result<Uri, ReportError> {
+    let base = scheduler.trim_end_matches('/');
+    if !base.starts_with("http://") {
+        return Err(ReportError::Scheme {
+            url: scheduler.to_owned(),
+        });
+    }
+    let uri: Uri = format!("{base}{STATUS_PATH}")
+        .parse()
+        .map_err(|source| ReportError::Url {
+            url: scheduler.to_owned(),
+            source,
+        })?;
+    if uri.host().is_none_or(str::is_empty) || uri.query().is_some() {
+        return Err(ReportError::Scheme {
+            url: scheduler.to_owned(),
+        });
+    }
+    Ok(uri)
+}
+
+impl Reporter {
+    /// Start a reporter for the scheduler at `scheduler` (`http://host:port`). Must be called
+    /// inside a tokio runtime.
+    pub fn start(
+        scheduler: &str,
+        backoff: Backoff,
+    ) -> Result<(Reporter, mpsc::UnboundedReceiver<ReportEvent>), ReportError> {
+        let uri = status_uri(scheduler)?;
+        let (tx, queue) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let handle = tokio::spawn(deliver(uri, backoff, queue, events_tx));
+        Ok((Reporter { tx, handle }, events))
+    }
+
+    /// Queue `update` (already persisted by the caller) behind the ones not yet acknowledged.
+    pub fn send(&self, update: StatusUpdate) -> Result<(), ReportError> {
+        let seq = update.seq;
+        self.tx
+            .send(update)
+            .map_err(|_| ReportError::Stopped { seq })
+    }
+
+    pub fn stop(&self) {
+        self.handle.abort();
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// The answer to one attempt.
+enum Attempt {
+    Acked { duplicate: bool },
+    Rejected { status: u16, detail: String },
+    Retry { why: String },
+}
+
+async fn deliver(
+    uri: Uri,
+    backoff: Backoff,
+    mut queue: mpsc::UnboundedReceiver<StatusUpdate>,
+    events: mpsc::UnboundedSender<ReportEvent>,
+) {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_timer(TokioTimer::new())
+        .build(connector);
+    let mut pending: VecDeque<StatusUpdate> = VecDeque::new();
+    loop {
+        if pending.is_empty() {
+            match queue.recv().await {
+                Some(u) => pending.push_back(u),
+                None => return,
+            }
+        }
+        while let Ok(u) = queue.try_recv() {
+            pending.push_back(u);
+        }
+        let Some(update) = pending.front() else {
+            continue;
+        };
+        let mut failures = 0u32;
+        let event = loop {
+            match attempt(&client, &uri, update, backoff.attempt_timeout).await {
+                Attempt::Acked { duplicate } => {
+                    break ReportEvent::Acknowledged {
+                        seq: update.seq,
+                        duplicate,
+                    };
+                }
+                Attempt::Rejected { status, detail } => {
+                    tracing::error!(seq = update.seq, status, %detail,
+                        "the scheduler refused a status update; skipping it");
+                    break ReportEvent::Rejected {
+                        seq: update.seq,
+                        status,
+                        detail,
+                    };
+                }
+                Attempt::Retry { why } => {
+                    failures = failures.saturating_add(1);
+                    let wait = backoff.delay(failures);
+                    tracing::warn!(seq = update.seq, %why, ?wait, "status update not delivered; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        pending.pop_front();
+        if events.send(event).is_err() {
+            // Nobody listens for acknowledgements any more; keep delivering anyway.
+            tracing::debug!("status report events receiver dropped");
+        }
+    }
+}
+
+async fn attempt(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    uri: &Uri,
+    update: &StatusUpdate,
+    timeout: Duration,
+) -> Attempt {
+    let body = match serde_json::to_vec(update) {
+        Ok(b) => b,
+        Err(e) => {
+            return Attempt::Rejected {
+                status: 0,
+                detail: format!("cannot encode the update: {e}"),
+            };
+        }
+    };
+    let request = match Request::builder()
+        .method(Method::POST)
+        .uri(uri.clone())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return Attempt::Rejected {
+                status: 0,
+                detail: format!("cannot build the request: {e}"),
+            };
+        }
+    };
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| format!("{e}: {}", root_cause(&e)))?;
+        let status = response.status().as_u16();
+        let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| format!("reading the answer: {e}"))?;
+        Ok::<_, String>((status, body))
+    };
+    let (status, body) = match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => {
+            return Attempt::Retry {
+                why: format!("no answer within {timeout:?}"),
+            };
+        }
+        Ok(Err(why)) => return Attempt::Retry { why },
+        Ok(Ok(r)) => r,
+    };
+    let text = String::from_utf8_lossy(&body).into_owned();
+    match status {
+        200..=299 => {
+            let duplicate = serde_json::from_slice::<hearth_scheduler::api::StatusAck>(&body)
+                .map(|a| a.duplicate)
+                .unwrap_or(false);
+            Attempt::Acked { duplicate }
+        }
+        408 | 409 | 429 => Attempt::Retry {
+            why: format!("{status}: {text}"),
+        },
+        400..=499 => Attempt::Rejected {
+            status,
+            detail: text,
+        },
+        _ => Attempt::Retry {
+            why: format!("{status}: {text}"),
+        },
+    }
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_initial_and_is_capped() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+            attempt_timeout: Duration::from_secs(1),
+        };
+        let delays: Vec<u64> = (1..=7).map(|n| b.delay(n).as_millis() as u64).collect();
+        assert_eq!(delays, vec![100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(b.delay(200), Duration::from_secs(2), "no overflow");
+    }
+
+    #[test]
+    fn terminal_states_carry_aurora_reasons() {
+        assert_eq!(
+            terminal_status(TaskState::Success),
+            Some((ScheduleStatus::Finished, "Task finished."))
+        );
+        assert_eq!(
+            terminal_status(TaskState::Failed),
+            Some((ScheduleStatus::Failed, "Task failed."))
+        );
+        assert_eq!(
+            terminal_status(TaskState::Killed),
+            Some((ScheduleStatus::Killed, "Task killed."))
+        );
+        assert_eq!(
+            terminal_status(TaskState::Lost),
+            Some((ScheduleStatus::Lost, "Task lost."))
+        );
+        assert_eq!(terminal_status(TaskState::Active), None);
+    }
+
+    #[test]
+    fn scheduler_url_becomes_the_status_endpoint() {
+        assert_eq!(
+            status_uri("http://127.0.0.1:8081/").unwrap().to_string(),
+            "http://127.0.0.1:8081/api/v1/status"
+        );
+        assert_eq!(
+            status_uri("http://sched:80/prefix").unwrap().to_string(),
+            "http://sched:80/prefix/api/v1/status"
+        );
+        assert!(matches!(
+            status_uri("https://x"),
+            Err(ReportError::Scheme { .. })
+        ));
+        assert!(status_uri("http://").is_err());
+    }
+
+    /// Against a port nobody listens on, the reporter keeps retrying (with the capped backoff).
+    #[tokio::test(start_paused = true)]
+    async fn reporter_keeps_retrying_while_the_scheduler_is_unreachable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let backoff = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(4),
+            attempt_timeout: Duration::from_secs(1),
+        };
+        let (reporter, _events) =
+            Reporter::start(&format!("http://127.0.0.1:{port}"), backoff).unwrap();
+        let start = tokio::time::Instant::now();
+        reporter
+            .send(StatusUpdate {
+                task_id: "t".into(),
+                seq: 1,
+                state: ScheduleStatus::Starting,
+                reason: None,
+                timestamp_ms: 0,
+            })
+            .unwrap();
+        // Failures at ~0, 1, 3, 7, 11 s (waits 1, 2, 4, 4): after 12 s it is still retrying.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert!(!reporter.handle.is_finished());
+        assert!(start.elapsed() >= Duration::from_secs(12));
+    }
+}
