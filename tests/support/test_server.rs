@@ -14,7 +14,8 @@
 //!   `--exit-on` names that endpoint.
 //! * anything else: `404`.
 //!
-//! Every request and every signal received is logged to `--log` as one line,
+//! Every connection accepted (`accept <peer>`), request (`request <METHOD> <path>`) and signal
+//! received (`signal <NAME>`) is logged to `--log` as one line,
 //! `<ms> <event>`, where `<ms>` is milliseconds on a monotonic clock since the server started,
 //! flushed line by line. The first line is `<ms> listening 127.0.0.1:<port>` — with `--port 0`
 //! it tells the actual port. SIGTERM is logged, then the server exits with status 0 unless
@@ -195,7 +196,8 @@ async fn serve(server: Arc<Server>, port: u16, ignore_term: bool) -> std::io::Re
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = accepted?;
+                let (stream, peer) = accepted?;
+                server.log.line(&format!("accept {peer}"));
                 let server = server.clone();
                 tokio::spawn(async move { connection(server, stream).await });
             }

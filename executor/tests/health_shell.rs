@@ -1,0 +1,73 @@
+//! The shell health checker running real `bash`.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use hearth_executor::health::ShellChecker;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn shell(cmd: &str, dir: &std::path::Path, timeout: Duration) -> ShellChecker {
+    let env = vec![
+        format!("HOME={}", dir.display()),
+        "GREETING=hello".to_owned(),
+    ];
+    ShellChecker::new(cmd, dir.to_owned(), &env, None, timeout)
+}
+
+#[tokio::test]
+async fn shell_check_passes_on_exit_0_in_the_sandbox_with_the_task_env() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("marker"), "")?;
+    let c = shell(
+        "test -e marker && test \"$GREETING\" = hello",
+        dir.path(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(c.check().await, Ok(()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn shell_check_fails_on_nonzero_exit_with_the_status() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let c = shell("exit 3", dir.path(), Duration::from_secs(10));
+    assert_eq!(
+        c.check().await.unwrap_err(),
+        "Shell health check \"exit 3\" exited with status 3"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn shell_check_timeout_kills_the_command_and_its_children() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pidfile = dir.path().join("child.pid");
+    // A background child that would outlive bash if only bash were killed.
+    let c = shell(
+        "sleep 30 & echo $! > child.pid; wait",
+        dir.path(),
+        Duration::from_millis(500),
+    );
+    let started = Instant::now();
+    let reason = c.check().await.unwrap_err();
+    assert!(reason.contains("timed out after 0.5s"), "{reason}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let pid: i32 = std::fs::read_to_string(&pidfile)?.trim().parse()?;
+    // The grandchild got SIGKILL with its group; wait (bounded) until it is gone or a zombie
+    // of init.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(") ").map(|(_, r)| r.chars().next());
+        if stat.is_empty() || state == Some(Some('Z')) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "grandchild {pid} survived the timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
