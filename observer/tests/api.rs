@@ -283,5 +283,9 @@ async fn legacy_thermos_root_is_served_like_a_hearth_root() -> TestResult {
     let (s, _, body) = get(&app, "/task/ports").await?;
     assert_eq!(s, StatusCode::OK);
     assert!(body.contains("50000"), "{body}");
+    // The root was moved since 2012: the header's sandbox is found under the root.
+    let (s, _, listing) = get(&app, "/browse/failure/").await?;
+    assert_eq!(s, StatusCode::OK, "{listing}");
+    assert!(listing.contains("href=\"/file/failure/p1\""), "{listing}");
     Ok(())
 }
