@@ -402,11 +402,17 @@ fn setup_cgroup(
         cpu_cores: (task.resources.cpu > 0.0).then_some(task.resources.cpu),
         pids_max: Some(TASK_PIDS_MAX),
     };
-    let cg = if recovering {
-        TaskCgroup::open_existing(&hierarchy, &parent, task_id)
-            .or_else(|_| TaskCgroup::create(&hierarchy, &parent, task_id, &limits))
+    // A recovering task re-attaches to its cgroup. Anything else found under the task's name is
+    // a leftover of an earlier run: cleared if it holds no process, refused if it does.
+    let existing = if recovering {
+        TaskCgroup::open_existing(&hierarchy, &parent, task_id).ok()
     } else {
-        TaskCgroup::create(&hierarchy, &parent, task_id, &limits)
+        None
+    };
+    let cg = match existing {
+        Some(cg) => Ok(cg),
+        None => TaskCgroup::clear_stale(&hierarchy, &parent, task_id)
+            .and_then(|()| TaskCgroup::create(&hierarchy, &parent, task_id, &limits)),
     }
     .map_err(|source| PrepareError::Cgroup {
         task_id: task_id.to_owned(),

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use hearth_checkpoints::config::{LogDestination, LogMode};
 use hearth_checkpoints::record::{
-    ProcessState, ProcessStatus, Record, TaskState, TaskStatus, TeardownStep,
+    ProcessState, ProcessStatus, Record, SnoozeEvent, TaskState, TaskStatus, TeardownStep,
 };
 use hearth_checkpoints::replay::TaskReplay;
 use hearth_checkpoints::root::TaskPlace;
@@ -29,6 +29,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::health::{FAILED_HEALTH_CHECK, HealthEvent, HealthMonitor};
 use crate::keeper::now_secs;
 use crate::keeper::protocol::{
     Child, Credentials, Exit, ExitStatus, LogTarget, Reply, Request, SpawnSpec,
@@ -76,9 +77,41 @@ pub enum SuperviseError {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
     Active,
-    Cleaning { deadline: Instant, killed: bool },
-    Finalizing { deadline: Instant },
+    /// Stopping the regular processes, one escalation stage at a time; `until` ends the stage's
+    /// wait (the stage ends sooner if nothing is left).
+    Cleaning {
+        stage: Stage,
+        until: Instant,
+    },
+    Finalizing {
+        deadline: Instant,
+    },
 }
+
+/// The teardown escalation (DESIGN 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// `POST graceful_shutdown_endpoint` sent (or about to be); waiting.
+    Quit,
+    /// `POST shutdown_endpoint` sent (or about to be); waiting.
+    Abort,
+    /// SIGTERM sent; waiting up to `finalization_wait`.
+    Term,
+    /// SIGKILL sent; waiting for the exits.
+    Killed,
+}
+
+/// A lifecycle request the loop must send before going on.
+#[derive(Debug, Clone)]
+struct LifecyclePost {
+    stage: Stage,
+    port: u16,
+    endpoint: String,
+    wait: Duration,
+}
+
+/// How long a lifecycle POST may take to answer (the wait after it is separate).
+const LIFECYCLE_POST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The executor's view of one process's current run.
 #[derive(Debug, Clone)]
@@ -132,6 +165,16 @@ struct Supervisor {
     oom_kills_seen: u64,
     /// Re-check an apparently empty task for stray processes at this time.
     stray_check: Option<Instant>,
+    /// A teardown asked for by the health monitor or the disk monitor.
+    teardown_requested: Option<Ending>,
+    /// A lifecycle POST to send before the next wait.
+    pending_post: Option<LifecyclePost>,
+    /// End of the `finalization_wait` budget, once SIGTERM was sent.
+    budget_end: Option<Instant>,
+    health: Option<HealthMonitor>,
+    health_rx: Option<mpsc::Receiver<HealthEvent>>,
+    /// Whether health checking was started (or found unnecessary).
+    health_started: bool,
 }
 
 /// Supervise a prepared task until it ends. Runs inside a tokio runtime.
@@ -175,6 +218,12 @@ pub async fn supervise(p: Prepared, json: bool) -> Result<Ending, SuperviseError
         lines: Vec::new(),
         oom_kills_seen: 0,
         stray_check: None,
+        teardown_requested: None,
+        pending_post: None,
+        budget_end: None,
+        health: None,
+        health_rx: None,
+        health_started: false,
         p,
     };
     if let Some(w) = &s.p.cgroup_warning {
@@ -225,7 +274,16 @@ pub async fn supervise(p: Prepared, json: bool) -> Result<Ending, SuperviseError
 
     loop {
         s.step();
+        if let Some(post) = s.pending_post.take() {
+            s.flush().await?;
+            s.send_post(post).await;
+            s.step();
+        }
         s.flush().await?;
+        if !s.health_started && s.phase == Phase::Active {
+            s.start_health();
+            s.flush().await?;
+        }
         if let Some(ending) = s.finished() {
             s.finish(&ending).await?;
             return Ok(ending);
@@ -242,11 +300,24 @@ pub async fn supervise(p: Prepared, json: bool) -> Result<Ending, SuperviseError
                     s.on_reply(r);
                 }
             }
+            Some(ev) = recv_health(&mut s.health_rx) => s.on_health(ev),
             _ = sleep_until(wake) => {}
             _ = sigterm.recv() => s.request_kill("the executor received SIGTERM"),
             _ = sigint.recv() => s.request_kill("the executor received SIGINT"),
         }
     }
+}
+
+/// The next health event, or never when there is no monitor.
+async fn recv_health(rx: &mut Option<mpsc::Receiver<HealthEvent>>) -> Option<HealthEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 async fn sleep_until(when: Option<Instant>) {
@@ -352,11 +423,10 @@ impl Supervisor {
         // The budget restarts from a recovery: an executor that was down cannot have spent it.
         match replay.state() {
             TaskState::Cleaning => {
-                self.phase = Phase::Cleaning {
-                    deadline: now + wait,
-                    killed: false,
-                };
+                // Resume at SIGTERM: it is safe to repeat, and the lifecycle POSTs had their turn.
                 self.ending = Some(self.ending_from_replay(replay));
+                self.enter_term();
+                self.budget_end = Some(now + wait);
             }
             TaskState::Finalizing => {
                 self.phase = Phase::Finalizing {
@@ -484,6 +554,77 @@ impl Supervisor {
         }
     }
 
+    /// Start health checking once the processes are launched; without a health check the task is
+    /// RUNNING at once.
+    fn start_health(&mut self) {
+        self.health_started = true;
+        let Some(cfg) = self.p.task.job.health_check.clone() else {
+            self.status("RUNNING", NO_HEALTH_CHECK);
+            return;
+        };
+        let port = self
+            .p
+            .header
+            .ports
+            .get("health")
+            .and_then(|p| u16::try_from(*p).ok());
+        let env = self.environment("health-check", 0);
+        let creds = self
+            .p
+            .user
+            .switch
+            .then(|| (self.p.user.uid, self.p.user.gid, self.p.user.groups.clone()));
+        match HealthMonitor::start(&cfg, port, self.p.sandbox.clone(), env, creds) {
+            Ok((monitor, rx)) => {
+                self.health = Some(monitor);
+                self.health_rx = Some(rx);
+            }
+            Err(e) => {
+                self.teardown_requested = Some(Ending {
+                    state: TaskState::Failed,
+                    reason: format!("{FAILED_HEALTH_CHECK} cannot start checking: {e}"),
+                });
+            }
+        }
+    }
+
+    fn on_health(&mut self, ev: HealthEvent) {
+        match ev {
+            HealthEvent::Healthy => self.status("RUNNING", "healthy"),
+            HealthEvent::Unhealthy { reason } => {
+                if self.phase == Phase::Active && self.teardown_requested.is_none() {
+                    self.teardown_requested = Some(Ending {
+                        state: TaskState::Failed,
+                        reason,
+                    });
+                }
+            }
+            HealthEvent::SnoozeStarted { expires_ms, detail } => {
+                self.append(Record::Snooze(SnoozeEvent {
+                    active: true,
+                    timestamp_ms: now_ms(),
+                    expires_ms,
+                    detail: Some(detail.clone()),
+                }));
+                self.event(None, None, "SNOOZED", None, None, None, Some(&detail));
+            }
+            HealthEvent::SnoozeEnded { detail } => {
+                self.append(Record::Snooze(SnoozeEvent {
+                    active: false,
+                    timestamp_ms: now_ms(),
+                    expires_ms: None,
+                    detail: Some(detail.clone()),
+                }));
+                self.event(None, None, "SNOOZE_ENDED", None, None, None, Some(&detail));
+            }
+        }
+    }
+
+    /// A task status for the agent (STARTING, RUNNING, ...): printed once durable.
+    fn status(&mut self, state: &str, reason: &str) {
+        self.event(None, None, state, None, None, None, Some(reason));
+    }
+
     fn request_kill(&mut self, why: &str) {
         if self.kill_requested.is_none() {
             self.kill_requested = Some(why.to_owned());
@@ -507,10 +648,17 @@ impl Supervisor {
         match self.phase {
             Phase::Active => {
                 if let Some(why) = self.kill_requested.clone() {
-                    self.begin_cleaning(Ending {
-                        state: TaskState::Killed,
-                        reason: format!("killed: {why}"),
-                    });
+                    self.begin_cleaning(
+                        Ending {
+                            state: TaskState::Killed,
+                            reason: format!("killed: {why}"),
+                        },
+                        true,
+                    );
+                    return;
+                }
+                if let Some(ending) = self.teardown_requested.take() {
+                    self.begin_cleaning(ending, true);
                     return;
                 }
                 match self.planner.regular_state() {
@@ -519,25 +667,49 @@ impl Supervisor {
                             self.launch(&name);
                         }
                     }
-                    PlanState::Complete => self.begin_cleaning(Ending {
-                        state: TaskState::Success,
-                        reason: SUCCESS_REASON.to_owned(),
-                    }),
-                    PlanState::Failed { reason } => self.begin_cleaning(Ending {
-                        state: TaskState::Failed,
-                        reason,
-                    }),
+                    PlanState::Complete => self.begin_cleaning(
+                        Ending {
+                            state: TaskState::Success,
+                            reason: SUCCESS_REASON.to_owned(),
+                        },
+                        false,
+                    ),
+                    PlanState::Failed { reason } => self.begin_cleaning(
+                        Ending {
+                            state: TaskState::Failed,
+                            reason,
+                        },
+                        false,
+                    ),
                 }
             }
-            Phase::Cleaning { deadline, killed } => {
+            Phase::Cleaning { stage, until } => {
                 if self.regular_running() == 0 && self.cgroup_empty() {
-                    self.begin_finalizing();
-                } else if now >= deadline && !killed {
-                    self.kill_hard("finalization_wait expired while cleaning");
-                    self.phase = Phase::Cleaning {
-                        deadline,
-                        killed: true,
-                    };
+                    if stage != Stage::Killed || self.running_count() == 0 {
+                        self.begin_finalizing();
+                    }
+                } else if now >= until && self.pending_post.is_none() {
+                    match stage {
+                        Stage::Quit => match self.lifecycle_post(Stage::Abort) {
+                            Some(post) => {
+                                self.pending_post = Some(post);
+                                self.phase = Phase::Cleaning {
+                                    stage: Stage::Abort,
+                                    until: far_future(),
+                                };
+                            }
+                            None => self.enter_term(),
+                        },
+                        Stage::Abort => self.enter_term(),
+                        Stage::Term => {
+                            self.kill_hard("finalization_wait expired while cleaning");
+                            self.phase = Phase::Cleaning {
+                                stage: Stage::Killed,
+                                until: far_future(),
+                            };
+                        }
+                        Stage::Killed => {}
+                    }
                 }
             }
             Phase::Finalizing { deadline } => {
@@ -584,7 +756,14 @@ impl Supervisor {
         Some(ending)
     }
 
-    fn begin_cleaning(&mut self, ending: Ending) {
+    /// Start tearing the regular processes down. `graceful`: a kill, an unhealthy task or a disk
+    /// overrun, where the lifecycle endpoints are asked first; a plan that ended on its own goes
+    /// straight to SIGTERM for whatever is left (ephemeral processes).
+    fn begin_cleaning(&mut self, ending: Ending, graceful: bool) {
+        if let Some(h) = self.health.take() {
+            h.stop();
+        }
+        self.health_rx = None;
         self.record_task(TaskState::Cleaning, Some(ending.reason.clone()));
         self.planner.set_task_state(TaskState::Cleaning);
         self.event(
@@ -597,29 +776,89 @@ impl Supervisor {
             Some(&ending.reason.clone()),
         );
         self.ending = Some(ending);
+        let something_left = self.regular_running() > 0 || !self.cgroup_empty();
+        if graceful
+            && something_left
+            && let Some(post) = self.lifecycle_post(Stage::Quit)
+        {
+            self.pending_post = Some(post);
+            self.phase = Phase::Cleaning {
+                stage: Stage::Quit,
+                until: far_future(),
+            };
+            return;
+        }
+        self.enter_term();
+    }
+
+    /// The lifecycle POST of `stage`, when the task has a lifecycle config and its port.
+    fn lifecycle_post(&self, stage: Stage) -> Option<LifecyclePost> {
+        let lc = self.p.task.job.lifecycle.as_ref()?;
+        let port = self
+            .p
+            .header
+            .ports
+            .get(&lc.port)
+            .and_then(|p| u16::try_from(*p).ok())?;
+        let (endpoint, wait) = match stage {
+            Stage::Quit => (&lc.graceful_shutdown_endpoint, lc.graceful_shutdown_wait),
+            Stage::Abort => (&lc.shutdown_endpoint, lc.shutdown_wait),
+            _ => return None,
+        };
+        Some(LifecyclePost {
+            stage,
+            port,
+            endpoint: endpoint.clone(),
+            wait,
+        })
+    }
+
+    /// Send a lifecycle POST and record it; its wait is skipped when it could not connect.
+    async fn send_post(&mut self, post: LifecyclePost) {
+        let outcome =
+            crate::health::post_lifecycle(post.port, &post.endpoint, LIFECYCLE_POST_TIMEOUT).await;
+        let step = post.endpoint.trim_start_matches('/').to_owned();
+        let connected = outcome.connected();
+        self.record_step(&step, Some(format!("{outcome:?}")));
+        self.event(
+            None,
+            None,
+            "TEARDOWN",
+            None,
+            None,
+            None,
+            Some(&format!("POST {} -> {outcome:?}", post.endpoint)),
+        );
+        let until = if connected {
+            Instant::now() + post.wait
+        } else {
+            Instant::now()
+        };
+        if let Phase::Cleaning { stage, .. } = self.phase
+            && stage == post.stage
+        {
+            self.phase = Phase::Cleaning { stage, until };
+        }
+    }
+
+    /// SIGTERM every regular process (the whole cgroup) and wait up to `finalization_wait`.
+    fn enter_term(&mut self) {
+        let end = Instant::now() + self.p.task.finalization_wait;
+        self.budget_end = Some(end);
         self.phase = Phase::Cleaning {
-            deadline: Instant::now() + self.p.task.finalization_wait,
-            killed: false,
+            stage: Stage::Term,
+            until: end,
         };
         if self.regular_running() > 0 || !self.cgroup_empty() {
             self.record_step("sigterm", None);
-            self.signal_regular(libc::SIGTERM);
-            match &self.p.cgroup {
-                Some(cg) => {
-                    let _ = cg.signal_all(nix::sys::signal::Signal::SIGTERM);
-                }
-                None => self.outbox.push(Request::SignalAll {
-                    signal: libc::SIGTERM,
-                }),
-            }
+            self.signal_runs(libc::SIGTERM, false);
         }
     }
 
     fn begin_finalizing(&mut self) {
-        let deadline = match self.phase {
-            Phase::Cleaning { deadline, .. } => deadline,
-            _ => Instant::now() + self.p.task.finalization_wait,
-        };
+        let deadline = self
+            .budget_end
+            .unwrap_or_else(|| Instant::now() + self.p.task.finalization_wait);
         self.record_task(
             TaskState::Finalizing,
             self.ending.as_ref().map(|e| e.reason.clone()),
@@ -632,46 +871,40 @@ impl Supervisor {
     /// SIGKILL every process of the task (the whole cgroup, and each run's process group).
     fn kill_hard(&mut self, why: &str) {
         self.record_step("sigkill", Some(why.to_owned()));
-        let running: Vec<(String, u32)> = self
-            .procs
-            .iter()
-            .filter(|(_, p)| matches!(p.state, ProcessState::Forked | ProcessState::Running))
-            .map(|(n, p)| (n.clone(), p.run))
-            .collect();
-        for (name, run) in running {
-            self.signalled.insert((name.clone(), run));
-            self.outbox.push(Request::Signal {
-                process: name,
-                run,
-                signal: libc::SIGKILL,
-            });
-        }
-        match &self.p.cgroup {
-            Some(cg) => {
-                let _ = cg.kill_all();
-            }
-            None => self.outbox.push(Request::SignalAll {
-                signal: libc::SIGKILL,
-            }),
-        }
+        self.signal_runs(libc::SIGKILL, true);
     }
 
-    fn signal_regular(&mut self, sig: i32) {
-        let running: Vec<(String, u32)> = self
+    /// Signal every process of the task once: the whole cgroup (or, without one, everything the
+    /// keeper is the parent of), plus, through the keeper, runs whose spawn may not have happened
+    /// yet. Marks the runs as signalled by us. SIGKILL kills the cgroup as a whole.
+    fn signal_runs(&mut self, sig: i32, include_finals: bool) {
+        let running: Vec<(String, u32, ProcessState)> = self
             .procs
             .iter()
-            .filter(|(_, p)| {
-                !p.is_final && matches!(p.state, ProcessState::Forked | ProcessState::Running)
-            })
-            .map(|(n, p)| (n.clone(), p.run))
+            .filter(|(_, p)| include_finals || !p.is_final)
+            .filter(|(_, p)| matches!(p.state, ProcessState::Forked | ProcessState::Running))
+            .map(|(n, p)| (n.clone(), p.run, p.state))
             .collect();
-        for (name, run) in running {
+        for (name, run, state) in running {
             self.signalled.insert((name.clone(), run));
-            self.outbox.push(Request::Signal {
-                process: name,
-                run,
-                signal: sig,
-            });
+            if state == ProcessState::Forked {
+                self.outbox.push(Request::Signal {
+                    process: name,
+                    run,
+                    signal: sig,
+                });
+            }
+        }
+        match &self.p.cgroup {
+            Some(cg) if sig == libc::SIGKILL => {
+                let _ = cg.kill_all();
+            }
+            Some(cg) => {
+                if let Ok(signal) = nix::sys::signal::Signal::try_from(sig) {
+                    let _ = cg.signal_all(signal);
+                }
+            }
+            None => self.outbox.push(Request::SignalAll { signal: sig }),
         }
     }
 
@@ -719,7 +952,7 @@ impl Supervisor {
     fn next_wakeup(&self) -> Option<Instant> {
         let phase = match self.phase {
             Phase::Active => None,
-            Phase::Cleaning { deadline, killed } => (!killed).then_some(deadline),
+            Phase::Cleaning { stage, until } => (stage != Stage::Killed).then_some(until),
             Phase::Finalizing { deadline } => Some(deadline),
         };
         [
@@ -1101,6 +1334,9 @@ impl Supervisor {
 }
 
 const SUCCESS_REASON: &str = "all processes finished";
+
+/// Thermos's words for a task without a health check.
+const NO_HEALTH_CHECK: &str = "No health-check defined, task is assumed healthy.";
 
 fn human_line(ev: &Event<'_>) -> String {
     let secs = ev.time_ms.div_euclid(1000);

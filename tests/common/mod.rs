@@ -127,6 +127,50 @@ impl Env {
     }
 }
 
+impl Drop for Env {
+    /// Whatever a test leaves running — its executors, keepers and task processes — is killed, and
+    /// its task cgroups removed, so a failed test cannot disturb the next one.
+    fn drop(&mut self) {
+        let root = self.root();
+        let needle = root.to_string_lossy().into_owned();
+        let mut task_ids = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(root.join("checkpoints")) {
+            task_ids.extend(
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
+        }
+        // Executors and keepers name the root on their command line.
+        if let Ok(procs) = std::fs::read_dir("/proc") {
+            for p in procs.flatten() {
+                let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
+                let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmdline).contains(&needle) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        // Task processes: everything left in the tasks' cgroups.
+        for id in task_ids {
+            for c in ["pids", "memory", "cpu", "cpuacct", "freezer", "unified"] {
+                let dir = Path::new("/sys/fs/cgroup").join(c).join("hearth").join(&id);
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Wait for a child with a deadline; kill it if it overruns and fail the test.
 pub fn wait_output(mut child: Child, limit: Duration) -> Output {
     let deadline = Instant::now() + limit;

@@ -215,6 +215,23 @@ impl TaskCgroup {
         }
     }
 
+    /// Removes what an earlier run with the same task id left behind — all or some of the task's
+    /// directories, holding no process — so that [`TaskCgroup::create`] can start afresh. Refuses
+    /// with [`CgroupError::AlreadyExists`] when a leftover directory still holds processes.
+    pub fn clear_stale(h: &Hierarchy, parent: &str, task_id: &str) -> Result<(), CgroupError> {
+        let cg = Self::locate(h, parent, task_id)?;
+        let existing: Vec<PathBuf> = cg.dirs().into_iter().filter(|d| d.is_dir()).collect();
+        if existing.is_empty() {
+            return Ok(());
+        }
+        if !pids_in(&existing)?.is_empty() {
+            return Err(CgroupError::AlreadyExists {
+                path: cg.name.clone(),
+            });
+        }
+        cg.remove_within(Duration::from_secs(1))
+    }
+
     /// Re-attaches to a task cgroup created earlier (by this executor before a restart). Every
     /// directory must exist; nothing is written.
     pub fn open_existing(h: &Hierarchy, parent: &str, task_id: &str) -> Result<Self, CgroupError> {

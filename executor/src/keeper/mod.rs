@@ -330,11 +330,7 @@ impl Keeper {
                 let delivered = match (target, Signal::try_from(signal)) {
                     // The child is not reaped yet, so its pid (and process group id) cannot have
                     // been recycled.
-                    (Some(pid), Ok(sig)) => {
-                        let group = nix::sys::signal::killpg(Pid::from_raw(pid), sig).is_ok();
-                        let leader = nix::sys::signal::kill(Pid::from_raw(pid), sig).is_ok();
-                        group || leader
-                    }
+                    (Some(pid), Ok(sig)) => signal_group(pid, sig),
                     _ => false,
                 };
                 Reply::Signalled {
@@ -368,7 +364,14 @@ impl Keeper {
     fn signal_all(&self, sig: Signal) -> u32 {
         let me = std::process::id() as i32;
         let mut n = 0;
-        let mut targets: Vec<i32> = self.children.keys().copied().collect();
+        // Each run is its own process group (it was made a session leader before exec).
+        let groups: Vec<i32> = self.children.keys().copied().collect();
+        for &pid in &groups {
+            if signal_group(pid, sig) {
+                n += 1;
+            }
+        }
+        // Orphans re-parented to us: signal their group, unless it was just signalled.
         if let Ok(dir) = std::fs::read_dir("/proc") {
             for entry in dir.flatten() {
                 let Some(pid) = entry
@@ -378,17 +381,15 @@ impl Keeper {
                 else {
                     continue;
                 };
-                if parent_of(pid) == Some(me) && !targets.contains(&pid) {
-                    targets.push(pid);
+                let Some((ppid, pgid)) = parent_and_group(pid) else {
+                    continue;
+                };
+                if ppid != me || groups.contains(&pid) || groups.contains(&pgid) {
+                    continue;
                 }
-            }
-        }
-        for pid in targets {
-            let p = Pid::from_raw(pid);
-            let group = nix::sys::signal::killpg(p, sig).is_ok();
-            let single = nix::sys::signal::kill(p, sig).is_ok();
-            if group || single {
-                n += 1;
+                if signal_group(pid, sig) {
+                    n += 1;
+                }
             }
         }
         n
@@ -601,11 +602,19 @@ impl TargetFd {
     }
 }
 
-/// The parent pid of `pid` (`/proc/<pid>/stat` field 4).
-fn parent_of(pid: i32) -> Option<i32> {
+/// The parent pid and process group of `pid` (`/proc/<pid>/stat` fields 4 and 5).
+fn parent_and_group(pid: i32) -> Option<(i32, i32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+    let mut fields = rest.split_ascii_whitespace().skip(1);
+    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+}
+
+/// Signal the process group led by `pid`, or `pid` alone when it leads no group. Each process
+/// gets the signal once.
+fn signal_group(pid: i32, sig: Signal) -> bool {
+    let p = Pid::from_raw(pid);
+    nix::sys::signal::killpg(p, sig).is_ok() || nix::sys::signal::kill(p, sig).is_ok()
 }
 
 /// Open a log file for appending, creating its directory, owned by the task's user.
