@@ -268,6 +268,13 @@ fn main_page(obs: &Observer, which: Which, offset: i64, num: usize) -> PageResul
             }
         }
     };
+    let body = html! {
+        (body)
+        @if which == Which::Active {
+            // Active tasks change: refresh the list every 10 s (the page works without it).
+            script { (PreEscaped("setTimeout(function(){location.reload();},10000);")) }
+        }
+    };
     Ok(page("Tasks", body))
 }
 
@@ -725,7 +732,10 @@ pub async fn download(
         .chars()
         .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
         .collect();
-    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    // Serve exactly the length announced, even if the file grows meanwhile.
+    let reader =
+        tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len.unwrap_or(u64::MAX));
+    let stream = tokio_util::io::ReaderStream::new(reader);
     let mut resp = Response::new(Body::from_stream(stream));
     let h = resp.headers_mut();
     h.insert(
