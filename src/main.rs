@@ -79,6 +79,10 @@ enum Command {
         /// Do not use cgroups: process groups and a subreaper only (no limits, no OOM reasons).
         #[arg(long)]
         no_cgroups: bool,
+        /// Report status updates (STARTING, RUNNING, FINISHED, ...) to this scheduler
+        /// (`http://host:port`); undelivered ones are re-sent after a restart.
+        #[arg(long)]
+        scheduler: Option<String>,
     },
     /// Tear a running task down: its executor sends SIGTERM to every process, waits up to the
     /// task's finalization_wait, SIGKILLs what is left and runs the final processes. Waits until
@@ -210,6 +214,7 @@ fn main() -> ExitCode {
             force,
             cgroup_parent,
             no_cgroups,
+            scheduler,
         } => ExitCode::from(hearth_executor::run(&hearth_executor::RunOptions {
             config,
             root,
@@ -224,6 +229,7 @@ fn main() -> ExitCode {
             force,
             cgroup_parent: Some(cgroup_parent),
             no_cgroups,
+            scheduler,
         })),
         Command::Snooze {
             task_id,

@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use thrift::protocol::{TBinaryInputProtocol, TInputProtocol, TType};
 
 use crate::record::{
-    ProcessState, ProcessStatus, Record, RunnerHeader, SnoozeEvent, TaskState, TaskStatus,
-    TeardownStep,
+    ProcessState, ProcessStatus, Record, RunnerHeader, SnoozeEvent, StatusAck, StatusReport,
+    TaskState, TaskStatus, TeardownStep,
 };
 
 /// Deepest nesting of structs and containers accepted when skipping unknown fields.
@@ -124,6 +124,8 @@ pub fn decode(payload: &[u8]) -> Result<Decoded, DecodeError> {
             (3, TType::Struct) => Some(Record::Task(r.task()?)),
             (100, TType::Struct) => Some(Record::Snooze(r.snooze()?)),
             (101, TType::Struct) => Some(Record::Teardown(r.teardown()?)),
+            (102, TType::Struct) => Some(Record::Status(r.status()?)),
+            (103, TType::Struct) => Some(Record::StatusAck(r.status_ack()?)),
             _ => {
                 r.skip(t, 0)?;
                 unknown_members += 1;
@@ -463,6 +465,44 @@ impl<'a> Reader<'a> {
         })
     }
 
+    fn status(&mut self) -> Result<StatusReport, DecodeError> {
+        const S: &str = "StatusReport";
+        let (mut seq, mut state, mut reason, mut ts) = (None, None, None, None);
+        loop {
+            match self.field()? {
+                (TType::Stop, _) => break,
+                (TType::I64, 1) => seq = Some(self.i64()?),
+                (TType::String, 2) => state = Some(self.string(S, "state")?),
+                (TType::String, 3) => reason = Some(self.string(S, "reason")?),
+                (TType::I64, 4) => ts = Some(self.i64()?),
+                (t, _) => self.unknown(t)?,
+            }
+        }
+        Ok(StatusReport {
+            seq: seq.ok_or_else(|| missing(S, "seq"))?,
+            state: state.ok_or_else(|| missing(S, "state"))?,
+            reason,
+            timestamp_ms: ts.ok_or_else(|| missing(S, "timestamp_ms"))?,
+        })
+    }
+
+    fn status_ack(&mut self) -> Result<StatusAck, DecodeError> {
+        const S: &str = "StatusAck";
+        let (mut seq, mut detail) = (None, None);
+        loop {
+            match self.field()? {
+                (TType::Stop, _) => break,
+                (TType::I64, 1) => seq = Some(self.i64()?),
+                (TType::String, 2) => detail = Some(self.string(S, "detail")?),
+                (t, _) => self.unknown(t)?,
+            }
+        }
+        Ok(StatusAck {
+            seq: seq.ok_or_else(|| missing(S, "seq"))?,
+            detail,
+        })
+    }
+
     fn teardown(&mut self) -> Result<TeardownStep, DecodeError> {
         const S: &str = "TeardownStep";
         let (mut step, mut ts, mut detail) = (None, None, None);
@@ -583,6 +623,20 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
             w.opt_string(3, t.detail.as_deref());
             w.stop();
         }
+        Record::Status(s) => {
+            w.begin(ty::STRUCT, 102);
+            w.i64(1, s.seq);
+            w.string(2, &s.state);
+            w.opt_string(3, s.reason.as_deref());
+            w.i64(4, s.timestamp_ms);
+            w.stop();
+        }
+        Record::StatusAck(a) => {
+            w.begin(ty::STRUCT, 103);
+            w.i64(1, a.seq);
+            w.opt_string(2, a.detail.as_deref());
+            w.stop();
+        }
     }
     // End of the RunnerCkpt union.
     w.stop();
@@ -701,6 +755,16 @@ mod tests {
             Record::Teardown(TeardownStep {
                 step: "sigterm".into(),
                 timestamp_ms: 8,
+                detail: None,
+            }),
+            Record::Status(StatusReport {
+                seq: 1,
+                state: "RUNNING".into(),
+                reason: Some("Task is healthy.".into()),
+                timestamp_ms: 9,
+            }),
+            Record::StatusAck(StatusAck {
+                seq: 1,
                 detail: None,
             }),
         ]

@@ -40,7 +40,9 @@ impl ProcessState {
 
     /// The state for a Thrift enum value, if it is one.
     pub fn from_i32(v: i32) -> Option<Self> {
-        usize::try_from(v).ok().and_then(|i| Self::ALL.get(i).copied())
+        usize::try_from(v)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
     }
 
     /// Thermos's name for the state (`WAITING`, `SUCCESS`, ...).
@@ -60,7 +62,10 @@ impl ProcessState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            ProcessState::Success | ProcessState::Killed | ProcessState::Failed | ProcessState::Lost
+            ProcessState::Success
+                | ProcessState::Killed
+                | ProcessState::Failed
+                | ProcessState::Lost
         )
     }
 }
@@ -92,7 +97,9 @@ impl TaskState {
 
     /// The state for a Thrift enum value, if it is one.
     pub fn from_i32(v: i32) -> Option<Self> {
-        usize::try_from(v).ok().and_then(|i| Self::ALL.get(i).copied())
+        usize::try_from(v)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
     }
 
     /// Thermos's name for the state (`ACTIVE`, `SUCCESS`, ...).
@@ -213,6 +220,31 @@ pub struct TeardownStep {
     pub detail: Option<String>,
 }
 
+/// Hearth-only (`RunnerCkpt` field 102): a task status update for the scheduler, persisted
+/// before it is sent so that a restarted executor re-sends what was not acknowledged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Thrift 1: 1, 2, 3, ... per task, without gaps.
+    pub seq: i64,
+    /// Thrift 2: Aurora's state name (`STARTING`, `RUNNING`, `FINISHED`, `FAILED`, `KILLED`,
+    /// `LOST`).
+    pub state: String,
+    /// Thrift 3.
+    pub reason: Option<String>,
+    /// Thrift 4.
+    pub timestamp_ms: i64,
+}
+
+/// Hearth-only (`RunnerCkpt` field 103): the scheduler acknowledged (or refused for good) every
+/// status update up to and including `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusAck {
+    /// Thrift 1.
+    pub seq: i64,
+    /// Thrift 2: set when the scheduler refused the update (it is not re-sent).
+    pub detail: Option<String>,
+}
+
 /// One record of a checkpoint stream: a `RunnerCkpt` union member.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Record {
@@ -226,4 +258,8 @@ pub enum Record {
     Snooze(SnoozeEvent),
     /// `RunnerCkpt` field 101 (Hearth).
     Teardown(TeardownStep),
+    /// `RunnerCkpt` field 102 (Hearth).
+    Status(StatusReport),
+    /// `RunnerCkpt` field 103 (Hearth).
+    StatusAck(StatusAck),
 }

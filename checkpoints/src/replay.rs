@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::record::{
-    ProcessState, ProcessStatus, Record, RunnerHeader, SnoozeEvent, TaskState, TaskStatus,
-    TeardownStep,
+    ProcessState, ProcessStatus, Record, RunnerHeader, SnoozeEvent, StatusReport, TaskState,
+    TaskStatus, TeardownStep,
 };
 
 /// One run of one process, as replayed.
@@ -57,6 +57,10 @@ pub struct TaskReplay {
     pub processes: BTreeMap<String, Vec<ProcessRun>>,
     pub snoozes: Vec<SnoozeEvent>,
     pub teardown: Vec<TeardownStep>,
+    /// Status updates for the scheduler, in order.
+    pub reports: Vec<StatusReport>,
+    /// Every update up to this seq was acknowledged (or refused for good); 0 when none was.
+    pub reports_acked: i64,
     /// Fields skipped inside known records (ids this build does not know), over the stream.
     pub unknown_fields: u64,
     /// Records skipped because their union member is one this build does not know.
@@ -132,6 +136,8 @@ impl TaskReplay {
             Record::Task(t) => self.statuses.push(t.clone()),
             Record::Snooze(s) => self.snoozes.push(s.clone()),
             Record::Teardown(t) => self.teardown.push(t.clone()),
+            Record::Status(s) => self.reports.push(s.clone()),
+            Record::StatusAck(a) => self.reports_acked = self.reports_acked.max(a.seq),
             Record::Process(p) => self.apply_process(p)?,
         }
         Ok(())

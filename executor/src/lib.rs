@@ -5,14 +5,14 @@
 
 pub mod cgroup;
 pub mod control;
+pub mod disk;
+pub mod health;
 pub mod keeper;
 pub mod planner;
 pub mod prepare;
+pub mod report;
 pub mod spawn;
 pub mod supervise;
-pub mod health;
-pub mod disk;
-pub mod report;
 
 pub use prepare::RunOptions;
 
@@ -37,7 +37,11 @@ pub fn run(opts: &RunOptions) -> u8 {
             return 4;
         }
     };
-    match runtime.block_on(supervise::supervise(prepared, opts.json)) {
+    match runtime.block_on(supervise::supervise(
+        prepared,
+        opts.json,
+        opts.scheduler.as_deref(),
+    )) {
         Ok(ending) => ending.exit_code(),
         Err(e) => {
             eprintln!("hearth: {}", error_chain(&e));

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use hearth_checkpoints::config::template::{self, Bindings};
 use hearth_checkpoints::config::{self, TaskConfig};
-use hearth_checkpoints::record::{Record, RunnerHeader, TaskState, TaskStatus};
+use hearth_checkpoints::record::{Record, RunnerHeader, StatusReport, TaskState, TaskStatus};
 use hearth_checkpoints::root::{self, Root, TaskPlace};
 use hearth_checkpoints::stream::{self, CheckpointWriter, Replayed};
 use thiserror::Error;
@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub cgroup_parent: Option<String>,
     /// Do not use cgroups even where they are available.
     pub no_cgroups: bool,
+    /// Base URL of the scheduler to report status updates to.
+    pub scheduler: Option<String>,
 }
 
 /// Why a task could not be started. `Usage` errors map to exit code 2 and leave nothing behind.
@@ -248,13 +250,7 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
         (_, Some(s)) => s.clone(),
         _ => root.path().join("sandboxes").join(&task_id),
     };
-    create_sandbox(&sandbox, &user)?;
     let log_dir = sandbox.join(".logs");
-    keeper::create_dirs_owned(&log_dir, user.switch.then_some((user.uid, user.gid)))
-        .map_err(io_err("create log directory", &log_dir))?;
-
-    write_task_config(&root, &task_id, &task)?;
-
     let runner_path = root.runner_path(&task_id);
     let (writer, header, recovered) = match existing {
         Some(_) => {
@@ -299,6 +295,17 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
                 path: runner_path.clone(),
                 source,
             })?;
+            // Thermos's first status, written before the sandbox exists.
+            w.append(&Record::Status(StatusReport {
+                seq: 1,
+                state: "STARTING".to_owned(),
+                reason: Some("Initializing sandbox.".to_owned()),
+                timestamp_ms: launch_ms,
+            }))
+            .map_err(|source| PrepareError::Checkpoint {
+                path: runner_path.clone(),
+                source,
+            })?;
             w.commit().map_err(|source| PrepareError::Checkpoint {
                 path: runner_path.clone(),
                 source,
@@ -306,6 +313,12 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
             (w, header, None)
         }
     };
+
+    create_sandbox(&sandbox, &user)?;
+    keeper::create_dirs_owned(&log_dir, user.switch.then_some((user.uid, user.gid)))
+        .map_err(io_err("create log directory", &log_dir))?;
+
+    write_task_config(&root, &task_id, &task)?;
 
     let (cgroup, cgroup_warning) = setup_cgroup(opts, &task_id, &task, recovered.is_some())?;
 

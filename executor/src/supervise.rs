@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use hearth_checkpoints::config::{LogDestination, LogMode};
 use hearth_checkpoints::record::{
-    ProcessState, ProcessStatus, Record, SnoozeEvent, TaskState, TaskStatus, TeardownStep,
+    ProcessState, ProcessStatus, Record, SnoozeEvent, StatusAck, StatusReport, TaskState,
+    TaskStatus, TeardownStep,
 };
 use hearth_checkpoints::replay::TaskReplay;
 use hearth_checkpoints::root::TaskPlace;
@@ -36,6 +37,8 @@ use crate::keeper::protocol::{
 };
 use crate::planner::{Outcome, PlanState, Planner, Verdict};
 use crate::prepare::{Prepared, now_ms, write_atomic};
+use crate::report::{HEALTHY_REASON, ReportEvent, Reporter, terminal_status};
+use hearth_scheduler::api::{ScheduleStatus, StatusUpdate};
 
 /// How the task ended, and the process exit code `hearth run` returns for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +132,9 @@ struct Proc {
 #[derive(Debug, Serialize)]
 struct Event<'a> {
     time_ms: i64,
+    /// `process` (a run's transition), `task` (the task's), or `status` (an update for the
+    /// scheduler: STARTING, RUNNING, FINISHED, ...).
+    event: &'static str,
     task_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     process: Option<&'a str>,
@@ -175,10 +181,27 @@ struct Supervisor {
     health_rx: Option<mpsc::Receiver<HealthEvent>>,
     /// Whether health checking was started (or found unnecessary).
     health_started: bool,
+    disk: Option<crate::disk::DiskMonitor>,
+    disk_rx: Option<mpsc::Receiver<crate::disk::DiskEvent>>,
+    /// Delivers status updates to the scheduler (`--scheduler`).
+    reporter: Option<Reporter>,
+    report_rx: Option<mpsc::UnboundedReceiver<ReportEvent>>,
+    /// Seq of the last status update written.
+    report_seq: i64,
+    /// Highest seq the scheduler acknowledged.
+    report_acked: i64,
+    /// Status updates written this turn, handed to the reporter once durable.
+    reports_out: Vec<StatusReport>,
+    /// Set while [`Supervisor::status`] prints its line.
+    status_line: bool,
 }
 
 /// Supervise a prepared task until it ends. Runs inside a tokio runtime.
-pub async fn supervise(p: Prepared, json: bool) -> Result<Ending, SuperviseError> {
+pub async fn supervise(
+    p: Prepared,
+    json: bool,
+    scheduler: Option<&str>,
+) -> Result<Ending, SuperviseError> {
     let stream = connect_keeper(&p.keeper_socket).await?;
     let (rx, tx) = stream.into_split();
     let (events_tx, mut events) = mpsc::unbounded_channel::<Reply>();
@@ -224,8 +247,33 @@ pub async fn supervise(p: Prepared, json: bool) -> Result<Ending, SuperviseError
         health: None,
         health_rx: None,
         health_started: false,
+        disk: None,
+        disk_rx: None,
+        reporter: None,
+        report_rx: None,
+        report_seq: replay.reports.last().map_or(0, |r| r.seq),
+        report_acked: replay.reports_acked,
+        reports_out: Vec::new(),
+        status_line: false,
         p,
     };
+    if let Some(url) = scheduler {
+        match Reporter::start(url, crate::report::Backoff::default()) {
+            Ok((reporter, rx)) => {
+                s.reporter = Some(reporter);
+                s.report_rx = Some(rx);
+            }
+            Err(e) => eprintln!("hearth: warning: status reports disabled: {e}"),
+        }
+    }
+    // Updates written before (by this task's earlier executors, or in preparation) and never
+    // acknowledged go out first, in order.
+    s.reports_out = replay
+        .reports
+        .iter()
+        .filter(|r| r.seq > s.report_acked)
+        .cloned()
+        .collect();
     if let Some(w) = &s.p.cgroup_warning {
         eprintln!("hearth: warning: {w}");
     }
@@ -301,10 +349,31 @@ pub async fn supervise(p: Prepared, json: bool) -> Result<Ending, SuperviseError
                 }
             }
             Some(ev) = recv_health(&mut s.health_rx) => s.on_health(ev),
+            Some(ev) = recv_opt(&mut s.disk_rx) => {
+                if s.phase == Phase::Active && s.teardown_requested.is_none() {
+                    s.teardown_requested = Some(Ending { state: TaskState::Failed, reason: ev.reason() });
+                }
+            }
+            Some(ev) = recv_unbounded(&mut s.report_rx) => s.on_report(ev),
             _ = sleep_until(wake) => {}
             _ = sigterm.recv() => s.request_kill("the executor received SIGTERM"),
             _ = sigint.recv() => s.request_kill("the executor received SIGINT"),
         }
+    }
+}
+
+/// The next message of an optional channel, or never.
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_unbounded<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -558,6 +627,12 @@ impl Supervisor {
     /// RUNNING at once.
     fn start_health(&mut self) {
         self.health_started = true;
+        if self.p.task.resources.disk > 0 {
+            let (monitor, rx) =
+                crate::disk::start(self.p.sandbox.clone(), self.p.task.resources.disk);
+            self.disk = Some(monitor);
+            self.disk_rx = Some(rx);
+        }
         let Some(cfg) = self.p.task.job.health_check.clone() else {
             self.status("RUNNING", NO_HEALTH_CHECK);
             return;
@@ -590,7 +665,7 @@ impl Supervisor {
 
     fn on_health(&mut self, ev: HealthEvent) {
         match ev {
-            HealthEvent::Healthy => self.status("RUNNING", "healthy"),
+            HealthEvent::Healthy => self.status("RUNNING", HEALTHY_REASON),
             HealthEvent::Unhealthy { reason } => {
                 if self.phase == Phase::Active && self.teardown_requested.is_none() {
                     self.teardown_requested = Some(Ending {
@@ -620,9 +695,61 @@ impl Supervisor {
         }
     }
 
-    /// A task status for the agent (STARTING, RUNNING, ...): printed once durable.
+    /// A task status for the agent (STARTING, RUNNING, ...): written to the checkpoint, then —
+    /// once durable — printed and handed to the scheduler reporter.
     fn status(&mut self, state: &str, reason: &str) {
+        self.report_seq += 1;
+        let report = StatusReport {
+            seq: self.report_seq,
+            state: state.to_owned(),
+            reason: Some(reason.to_owned()),
+            timestamp_ms: now_ms(),
+        };
+        self.append(Record::Status(report.clone()));
+        self.reports_out.push(report);
+        self.status_line = true;
         self.event(None, None, state, None, None, None, Some(reason));
+        self.status_line = false;
+    }
+
+    fn on_report(&mut self, ev: ReportEvent) {
+        let (seq, detail) = match ev {
+            ReportEvent::Acknowledged { seq, .. } => (seq, None),
+            ReportEvent::Rejected {
+                seq,
+                status,
+                detail,
+            } => (
+                seq,
+                Some(format!("refused by the scheduler ({status}): {detail}")),
+            ),
+        };
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        if seq > self.report_acked {
+            self.report_acked = seq;
+            self.append(Record::StatusAck(StatusAck { seq, detail }));
+        }
+    }
+
+    /// Hand the turn's (durable) status updates to the reporter.
+    fn send_reports(&mut self) {
+        let out = std::mem::take(&mut self.reports_out);
+        let Some(reporter) = &self.reporter else {
+            return;
+        };
+        for r in out {
+            let Some(state) = schedule_status(&r.state) else {
+                continue;
+            };
+            let update = StatusUpdate {
+                task_id: self.p.task_id.clone(),
+                seq: u64::try_from(r.seq).unwrap_or(0),
+                state,
+                reason: r.reason,
+                timestamp_ms: r.timestamp_ms,
+            };
+            let _ = reporter.send(update);
+        }
     }
 
     fn request_kill(&mut self, why: &str) {
@@ -764,6 +891,10 @@ impl Supervisor {
             h.stop();
         }
         self.health_rx = None;
+        if let Some(d) = self.disk.take() {
+            d.stop();
+        }
+        self.disk_rx = None;
         self.record_task(TaskState::Cleaning, Some(ending.reason.clone()));
         self.planner.set_task_state(TaskState::Cleaning);
         self.event(
@@ -1249,6 +1380,13 @@ impl Supervisor {
     ) {
         let ev = Event {
             time_ms: now_ms(),
+            event: if self.status_line {
+                "status"
+            } else if process.is_some() {
+                "process"
+            } else {
+                "task"
+            },
             task_id: self.task_id(),
             process,
             run,
@@ -1269,10 +1407,38 @@ impl Supervisor {
     /// Make the turn durable, then act on it: send requests, print lines.
     async fn flush(&mut self) -> Result<(), SuperviseError> {
         self.p.writer.commit()?;
+        self.send_reports();
         let outbox = std::mem::take(&mut self.outbox);
         self.send_now(&outbox).await?;
         for line in self.lines.drain(..) {
             println!("{line}");
+        }
+        Ok(())
+    }
+
+    /// Before exiting, give the scheduler a bounded time to acknowledge every update; what stays
+    /// unacknowledged is in the checkpoint for a later executor.
+    async fn deliver_reports(&mut self) -> Result<(), SuperviseError> {
+        if self.reporter.is_none() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + REPORT_DRAIN;
+        while self.report_acked < self.report_seq {
+            let ev = tokio::select! {
+                ev = recv_unbounded(&mut self.report_rx) => ev,
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            let Some(ev) = ev else {
+                eprintln!(
+                    "hearth: warning: the scheduler did not acknowledge status updates {}..{}; \
+                     they stay in the checkpoint",
+                    self.report_acked + 1,
+                    self.report_seq
+                );
+                break;
+            };
+            self.on_report(ev);
+            self.p.writer.commit()?;
         }
         Ok(())
     }
@@ -1306,7 +1472,20 @@ impl Supervisor {
             None,
             Some(&ending.reason.clone()),
         );
+        if let Some((status, text)) = terminal_status(ending.state) {
+            // Health and disk failures keep their own words (Thermos's); others get Aurora's.
+            let reason = if ending.reason.starts_with(FAILED_HEALTH_CHECK)
+                || ending.reason.starts_with("Disk limit exceeded")
+            {
+                ending.reason.clone()
+            } else {
+                text.to_owned()
+            };
+            self.status(status.name(), &reason);
+        }
         self.p.writer.commit()?;
+        self.send_reports();
+        self.deliver_reports().await?;
         if let Some(cg) = &self.p.cgroup
             && let Err(e) = cg.remove()
         {
@@ -1335,8 +1514,16 @@ impl Supervisor {
 
 const SUCCESS_REASON: &str = "all processes finished";
 
+/// How long a finished executor waits for the scheduler to acknowledge its last updates.
+const REPORT_DRAIN: Duration = Duration::from_secs(30);
+
+/// The scheduler's status for an Aurora state name written in a `StatusReport`.
+fn schedule_status(name: &str) -> Option<ScheduleStatus> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+}
+
 /// Thermos's words for a task without a health check.
-const NO_HEALTH_CHECK: &str = "No health-check defined, task is assumed healthy.";
+const NO_HEALTH_CHECK: &str = crate::report::NO_HEALTH_CHECK_REASON;
 
 fn human_line(ev: &Event<'_>) -> String {
     let secs = ev.time_ms.div_euclid(1000);
@@ -1346,6 +1533,9 @@ fn human_line(ev: &Event<'_>) -> String {
     match (ev.process, ev.run) {
         (Some(p), Some(r)) => line.push_str(&format!("{p}[{r}] {}", ev.state)),
         (Some(p), None) => line.push_str(&format!("{p} {}", ev.state)),
+        _ if ev.event == "status" => {
+            line.push_str(&format!("task {} status {}", ev.task_id, ev.state))
+        }
         _ => line.push_str(&format!("task {} {}", ev.task_id, ev.state)),
     }
     if let Some(pid) = ev.pid {

@@ -179,7 +179,7 @@ fn hundred_sleeps(dir: &Path, task_id: &str) -> (f64, f64, f64) {
     while pids.len() < N {
         let line = lines.next().unwrap().unwrap();
         let v: Value = serde_json::from_str(&line).unwrap();
-        if v["state"] == "RUNNING" {
+        if v["event"] == "process" && v["state"] == "RUNNING" {
             pids.push(v["pid"].as_i64().unwrap() as i32);
         }
     }
@@ -245,7 +245,7 @@ fn restart_loop(dir: &Path, stamp: &Path, runs: usize) -> (Vec<f64>, Vec<f64>) {
         let line = lines.next().unwrap().unwrap();
         let at = now_wall();
         let v: Value = serde_json::from_str(&line).unwrap();
-        if v["state"] == "SUCCESS" && v["process"] == "d" {
+        if v["event"] == "process" && v["state"] == "SUCCESS" && v["process"] == "d" {
             arrivals.push(at);
         }
     }
