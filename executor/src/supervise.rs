@@ -194,6 +194,8 @@ struct Supervisor {
     reports_out: Vec<StatusReport>,
     /// Set while [`Supervisor::status`] prints its line.
     status_line: bool,
+    /// Whether RUNNING was reported (by this executor or an earlier one of the task).
+    reported_running: bool,
 }
 
 /// Supervise a prepared task until it ends. Runs inside a tokio runtime.
@@ -255,6 +257,7 @@ pub async fn supervise(
         report_acked: replay.reports_acked,
         reports_out: Vec::new(),
         status_line: false,
+        reported_running: replay.reports.iter().any(|r| r.state == "RUNNING"),
         p,
     };
     if let Some(url) = scheduler {
@@ -634,7 +637,7 @@ impl Supervisor {
             self.disk_rx = Some(rx);
         }
         let Some(cfg) = self.p.task.job.health_check.clone() else {
-            self.status("RUNNING", NO_HEALTH_CHECK);
+            self.report_running(NO_HEALTH_CHECK);
             return;
         };
         let port = self
@@ -665,7 +668,7 @@ impl Supervisor {
 
     fn on_health(&mut self, ev: HealthEvent) {
         match ev {
-            HealthEvent::Healthy => self.status("RUNNING", HEALTHY_REASON),
+            HealthEvent::Healthy => self.report_running(HEALTHY_REASON),
             HealthEvent::Unhealthy { reason } => {
                 if self.phase == Phase::Active && self.teardown_requested.is_none() {
                     self.teardown_requested = Some(Ending {
@@ -710,6 +713,14 @@ impl Supervisor {
         self.status_line = true;
         self.event(None, None, state, None, None, None, Some(reason));
         self.status_line = false;
+    }
+
+    /// RUNNING is reported once per task, even across executor restarts.
+    fn report_running(&mut self, reason: &str) {
+        if !self.reported_running {
+            self.reported_running = true;
+            self.status("RUNNING", reason);
+        }
     }
 
     fn on_report(&mut self, ev: ReportEvent) {
