@@ -20,13 +20,7 @@ pub use prepare::RunOptions;
 /// 0 SUCCESS, 1 FAILED, 2 invalid config or usage (nothing created), 3 KILLED, 4 LOST (the
 /// executor could not go on supervising).
 pub fn run(opts: &RunOptions) -> u8 {
-    let prepared = match prepare::prepare(opts) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("hearth: {}", error_chain(&e));
-            return if e.is_usage() { 2 } else { 1 };
-        }
-    };
+    let prepared = prepare::prepare(opts);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -35,6 +29,23 @@ pub fn run(opts: &RunOptions) -> u8 {
         Err(e) => {
             eprintln!("hearth: cannot start the runtime: {e}");
             return 4;
+        }
+    };
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(prepare::PrepareError::AlreadyFinished { task_id, state })
+            if opts.scheduler.is_some() =>
+        {
+            // A finished task whose executor died before the scheduler heard the end: deliver
+            // what is pending, and answer with the task's own exit code.
+            eprintln!(
+                "hearth: task {task_id:?} already ended {state}; delivering pending status updates"
+            );
+            return runtime.block_on(supervise::deliver_leftovers(opts, &task_id));
+        }
+        Err(e) => {
+            eprintln!("hearth: {}", error_chain(&e));
+            return if e.is_usage() { 2 } else { 1 };
         }
     };
     match runtime.block_on(supervise::supervise(

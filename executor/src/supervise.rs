@@ -365,6 +365,103 @@ pub async fn supervise(
     }
 }
 
+/// Deliver the status updates a finished task's checkpoint holds without an acknowledgement
+/// (its executor died before the scheduler heard them), record the acknowledgements, and return
+/// the task's exit code.
+pub async fn deliver_leftovers(opts: &crate::RunOptions, task_id: &str) -> u8 {
+    let Some(url) = opts.scheduler.as_deref() else {
+        return 2;
+    };
+    let root = match hearth_checkpoints::root::Root::given_or_default(opts.root.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hearth: {}", crate::error_chain(&e));
+            return 1;
+        }
+    };
+    let lock_path = root.checkpoint_dir(task_id).join("executor.lock");
+    if crate::prepare::lock_is_held(&lock_path) {
+        eprintln!("hearth: another executor of {task_id:?} is still delivering its updates");
+        return 1;
+    }
+    let path = root.runner_path(task_id);
+    let (mut writer, replayed) = match CheckpointWriter::open_append(&path) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("hearth: {}", crate::error_chain(&e));
+            return 1;
+        }
+    };
+    let state = replayed.replay.state();
+    let code = Ending {
+        state,
+        reason: String::new(),
+    }
+    .exit_code();
+    let acked = replayed.replay.reports_acked;
+    let pending: Vec<StatusReport> = replayed
+        .replay
+        .reports
+        .iter()
+        .filter(|r| r.seq > acked)
+        .cloned()
+        .collect();
+    let Some(last) = pending.last().map(|r| r.seq) else {
+        return code;
+    };
+    let (reporter, mut events) = match Reporter::start(url, crate::report::Backoff::default()) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("hearth: {e}");
+            return 1;
+        }
+    };
+    for r in pending {
+        if let Some(state) = schedule_status(&r.state) {
+            let _ = reporter.send(StatusUpdate {
+                task_id: task_id.to_owned(),
+                seq: u64::try_from(r.seq).unwrap_or(0),
+                state,
+                reason: r.reason,
+                timestamp_ms: r.timestamp_ms,
+            });
+        }
+    }
+    let deadline = Instant::now() + REPORT_DRAIN;
+    let mut done = acked;
+    while done < last {
+        let ev = tokio::select! {
+            ev = events.recv() => ev,
+            _ = tokio::time::sleep_until(deadline) => None,
+        };
+        let (seq, detail) = match ev {
+            Some(ReportEvent::Acknowledged { seq, .. }) => (seq, None),
+            Some(ReportEvent::Rejected {
+                seq,
+                status,
+                detail,
+            }) => (
+                seq,
+                Some(format!("refused by the scheduler ({status}): {detail}")),
+            ),
+            None => {
+                eprintln!("hearth: the scheduler did not acknowledge every pending update");
+                return 1;
+            }
+        };
+        done = done.max(i64::try_from(seq).unwrap_or(i64::MAX));
+        let ack = Record::StatusAck(StatusAck { seq: done, detail });
+        if writer.append(&ack).and_then(|()| writer.commit()).is_err() {
+            eprintln!(
+                "hearth: cannot record the acknowledgement in {}",
+                path.display()
+            );
+            return 1;
+        }
+    }
+    code
+}
+
 /// The next message of an optional channel, or never.
 async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
