@@ -142,20 +142,6 @@ enum Command {
         #[arg(long, default_value_t = hearth_observer::DEFAULT_BIND)]
         bind: std::net::SocketAddr,
     },
-    /// The per-task keeper that `hearth run` starts: the parent of the task's processes.
-    #[command(hide = true)]
-    Keeper {
-        #[arg(long)]
-        task_id: String,
-        #[arg(long)]
-        socket: PathBuf,
-        #[arg(long)]
-        stream: PathBuf,
-        #[arg(long)]
-        log: PathBuf,
-        #[arg(long = "cgroup-procs")]
-        cgroup_procs: Vec<PathBuf>,
-    },
     /// Replay one task's checkpoint stream (Hearth or legacy Thermos) and print its header,
     /// status history and every run of every process.
     ///
@@ -238,22 +224,6 @@ fn main() -> ExitCode {
             clear,
         } => snooze(&task_id, root.as_deref(), duration.as_deref(), clear),
         Command::Observe { roots, bind } => observe(roots, bind),
-        Command::Keeper {
-            task_id,
-            socket,
-            stream,
-            log,
-            cgroup_procs,
-        } => {
-            let paths = hearth_executor::keeper::KeeperPaths {
-                task_id,
-                socket,
-                stream,
-                log,
-                cgroup_procs,
-            };
-            ExitCode::from(u8::try_from(hearth_executor::keeper::run(&paths)).unwrap_or(1))
-        }
         Command::Kill {
             task_id,
             root,

@@ -141,7 +141,8 @@ pub fn now_ms() -> i64 {
     (keeper::now_secs() * 1000.0) as i64
 }
 
-/// Do everything up to and including starting the keeper.
+/// Do everything up to and including forking the keeper. Must be called while the process is
+/// single-threaded.
 pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
     let task = config::load(&opts.config).map_err(|e| PrepareError::Config {
         path: opts.config.clone(),
@@ -355,27 +356,18 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
 /// Fork the keeper, which forks again so that it is not our child (a crashed executor must not
 /// leave it a zombie, and it must outlive us).
 fn start_keeper(paths: &KeeperPaths) -> Result<(), PrepareError> {
-    let mut cmd = std::process::Command::new("/proc/self/exe");
-    cmd.arg("keeper")
-        .arg("--task-id")
-        .arg(&paths.task_id)
-        .arg("--socket")
-        .arg(&paths.socket)
-        .arg("--stream")
-        .arg(&paths.stream)
-        .arg("--log")
-        .arg(&paths.log);
-    for f in &paths.cgroup_procs {
-        cmd.arg("--cgroup-procs").arg(f);
+    if !crate::spawn::is_single_threaded() {
+        return Err(PrepareError::Usage(
+            "internal error: the keeper must be forked before any thread starts".into(),
+        ));
     }
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    // Not waited for: the keeper outlives this executor on purpose. If the executor dies first the
-    // keeper is re-parented; if the keeper ends first it is reaped when the executor exits.
-    cmd.spawn()
-        .map(drop)
-        .map_err(io_err("start the keeper for", &paths.socket))
+    let p = paths.clone();
+    crate::spawn::fork_keeper(move || {
+        keeper::rename_process(&p.task_id);
+        keeper::run(&p)
+    })
+    .map(drop)
+    .map_err(io_err("fork the keeper for", &paths.socket))
 }
 
 fn setup_cgroup(

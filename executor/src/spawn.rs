@@ -1,6 +1,11 @@
 //! Forking: the only module of Hearth allowed to use `unsafe`.
 //!
-//! [`spawn`] forks a task process from the (single-threaded) keeper and execs it. Between `fork` and `execve` the
+//! Two entry points:
+//! * [`fork_keeper`] forks the executor into the keeper while the executor is still
+//!   single-threaded (before its async runtime exists), so the child may run ordinary Rust code.
+//!   A fork rather than an exec: the two then share the binary's pages, its relocated data and the
+//!   heap built so far copy-on-write, which keeps a task's overhead within budget.
+//! * [`spawn`] forks a task process from the (single-threaded) keeper and execs it. Between `fork` and `execve` the
 //!   child only makes async-signal-safe system calls on values prepared *before* the fork: no
 //!   allocation, no locks, no formatting. The order is deliberate:
 //!   1. join the task's cgroups by writing `0` to each pre-opened `cgroup.procs` — before anything
@@ -204,4 +209,37 @@ unsafe fn child_exec(p: &Prepared, fds: Fds<'_>) -> ! {
         say(2, MSG_EXEC);
         libc::_exit(127)
     }
+}
+
+/// Fork the calling process. In the child, run `child` and exit with the code it returns; in the
+/// parent, return the child's pid.
+///
+/// Call only while the process is single-threaded (before an async runtime is built): the child
+/// then runs ordinary Rust code safely, since no lock can be held by a thread that does not exist
+/// in the child.
+pub fn fork_keeper(child: impl FnOnce() -> i32) -> std::io::Result<i32> {
+    // SAFETY: the caller guarantees the process is single-threaded, so the child inherits a
+    // consistent heap and no held locks.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let code = child();
+        // SAFETY: leaving the child without running the parent's destructors or atexit handlers,
+        // which belong to the parent's resources.
+        unsafe { libc::_exit(code) }
+    }
+    Ok(pid)
+}
+
+/// Whether this process has exactly one thread (read from `/proc/self/status`).
+pub fn is_single_threaded() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:").map(|v| v.trim() == "1"))
+        })
+        .unwrap_or(false)
 }

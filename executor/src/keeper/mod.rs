@@ -1,9 +1,9 @@
 //! The keeper: one small process per task that is the parent of every task process.
 //!
 //! Only a process's parent (or the subreaper it is re-parented to) can learn its exit status, so
-//! the executor cannot be that parent if it is to survive its own crash. The keeper is started by
-//! the executor as `hearth keeper ...` (a fresh image, so `ps` and `pkill -f 'hearth run'` tell it
-//! from the executor), and then:
+//! the executor cannot be that parent if it is to survive its own crash. The keeper is forked from
+//! the executor before the executor starts its async runtime (sharing its pages copy-on-write),
+//! renames itself `hearth-keeper <task_id>` (see [`rename_process`]), and then:
 //! * becomes a session leader and a child subreaper (`PR_SET_CHILD_SUBREAPER`), so double-forked
 //!   descendants of the task are re-parented to it and reaped, not left as zombies;
 //! * forks and execs task processes when the executor asks ([`protocol::Request::Spawn`]), joining
@@ -77,8 +77,43 @@ pub fn pid_start_ticks(pid: i32) -> Option<i64> {
     rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
+/// Make the forked keeper recognisable: its name (`ps -e`, `top`, `pgrep`) becomes
+/// `hearth-keeper`, and its command line (`ps -f`, `pkill -f`) `hearth-keeper <task_id>`, so that
+/// nobody mistakes it for (or kills it along with) the executor it was forked from. Best effort.
+pub fn rename_process(task_id: &str) {
+    let _ = nix::sys::prctl::set_name(c"hearth-keeper");
+    // The command line lives in our own memory between `arg_start` and `arg_end`
+    // (`/proc/self/stat` fields 48 and 49); rewrite it in place through `/proc/self/mem`.
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return;
+    };
+    // After ')', field 3 is the first; fields 48 and 49 are the 46th and 47th.
+    let mut fields = rest.split_ascii_whitespace().skip(45);
+    let (Some(Ok(start)), Some(Ok(end))) = (
+        fields.next().map(str::parse::<u64>),
+        fields.next().map(str::parse::<u64>),
+    ) else {
+        return;
+    };
+    let Some(len) = end.checked_sub(start).and_then(|l| usize::try_from(l).ok()) else {
+        return;
+    };
+    let mut title = format!("hearth-keeper {task_id}").into_bytes();
+    title.truncate(len.saturating_sub(1));
+    title.resize(len, 0);
+    if let Ok(mut mem) = OpenOptions::new().write(true).open("/proc/self/mem") {
+        use std::io::{Seek, SeekFrom};
+        if mem.seek(SeekFrom::Start(start)).is_ok() {
+            let _ = mem.write_all(&title);
+        }
+    }
+}
+
 /// Run the keeper until the executor asks it to shut down and no child is left. Returns the
-/// process exit code. This is `hearth keeper ...`, which the executor starts.
+/// process exit code. Runs in the process [`crate::spawn::fork_keeper`] forked from the executor.
 pub fn run(paths: &KeeperPaths) -> i32 {
     match Keeper::start(paths, &[]).and_then(|mut k| k.serve()) {
         Ok(()) => 0,
