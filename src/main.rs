@@ -84,9 +84,11 @@ enum Command {
         #[arg(long)]
         scheduler: Option<String>,
     },
-    /// Tear a running task down: its executor sends SIGTERM to every process, waits up to the
-    /// task's finalization_wait, SIGKILLs what is left and runs the final processes. Waits until
-    /// the task has ended and prints its final state.
+    /// Tear a running task down and wait until it has ended; prints its final state.
+    ///
+    /// The task's executor escalates: POST /quitquitquit and /abortabortabort when the task has
+    /// a lifecycle config and a health port, then SIGTERM to every process, SIGKILL after the
+    /// task's finalization_wait, then the final processes.
     ///
     /// Exit status: 0 when the task ended (or had already ended), 1 when it could not be killed.
     #[command(verbatim_doc_comment)]

@@ -236,3 +236,193 @@ pub fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+// ---- Health checks, teardown and status reports (tests/health.rs, tests/report.rs) ----
+
+/// The `hearth-test-server` binary (a tiny HTTP server with a per-line event log).
+pub fn test_server() -> &'static str {
+    env!("CARGO_BIN_EXE_hearth-test-server")
+}
+
+/// The cmdline of a process that runs `hearth-test-server` on the task's `health` port, logging
+/// to `log`, with extra server arguments.
+pub fn server_cmdline(log: &Path, args: &str) -> String {
+    format!(
+        "exec {} --port {{{{thermos.ports[health]}}}} --log {} {args}",
+        test_server(),
+        log.display()
+    )
+}
+
+impl Env {
+    /// Write an Aurora job: `{"task": {"name", "processes", ...task_extra}, "role": "root",
+    /// "environment": "test", "name": name, ...job_extra}` (job_extra holds e.g.
+    /// `health_check_config` and `lifecycle`).
+    pub fn job(
+        &self,
+        name: &str,
+        processes: Value,
+        task_extra: Value,
+        job_extra: Value,
+    ) -> PathBuf {
+        let mut task = serde_json::json!({ "name": name, "processes": processes });
+        let mut job = serde_json::json!({ "role": "root", "environment": "test", "name": name });
+        if let (Some(t), Some(e)) = (task.as_object_mut(), task_extra.as_object()) {
+            for (k, v) in e {
+                t.insert(k.clone(), v.clone());
+            }
+        }
+        if let Some(j) = job.as_object_mut() {
+            j.insert("task".into(), task);
+            if let Some(e) = job_extra.as_object() {
+                for (k, v) in e {
+                    j.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let path = self.dir.path().join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&job).unwrap()).unwrap();
+        path
+    }
+
+    /// A path for a test server's log, outside the checkpoint root.
+    pub fn server_log(&self, name: &str) -> ServerLog {
+        ServerLog {
+            path: self.dir.path().join(format!("{name}.server.log")),
+        }
+    }
+
+    /// `hearth snooze ID --root ROOT ARGS...`
+    pub fn snooze(&self, task_id: &str, args: &[&str]) -> Output {
+        hearth()
+            .arg("snooze")
+            .arg(task_id)
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// The replay, or `None` while the checkpoint does not exist (or cannot be read yet).
+    pub fn try_replay(&self, task_id: &str) -> Option<TaskReplay> {
+        replay_path(&self.root().join("checkpoints").join(task_id).join("runner"))
+            .ok()
+            .map(|r| r.replay)
+    }
+
+    /// Wait until the task's replay satisfies `cond`; returns that replay.
+    pub fn wait_replay(
+        &self,
+        task_id: &str,
+        what: &str,
+        limit: Duration,
+        mut cond: impl FnMut(&TaskReplay) -> bool,
+    ) -> TaskReplay {
+        let mut found = None;
+        wait_until(what, limit, || {
+            found = self.try_replay(task_id).filter(|r| cond(r));
+            found.is_some()
+        });
+        found.unwrap()
+    }
+}
+
+/// The states of the status updates written for the scheduler, in seq order.
+pub fn report_states(replay: &TaskReplay) -> Vec<String> {
+    replay.reports.iter().map(|r| r.state.clone()).collect()
+}
+
+/// The timestamp of the first task status in `state`.
+pub fn task_status_ms(replay: &TaskReplay, state: hearth_checkpoints::record::TaskState) -> i64 {
+    replay
+        .statuses
+        .iter()
+        .find(|s| s.state == state)
+        .map(|s| s.timestamp_ms)
+        .unwrap_or_else(|| panic!("no {state:?} task status in {:?}", replay.statuses))
+}
+
+/// The event log of one `hearth-test-server`: lines `<ms> <event>`, `<ms>` on the server's
+/// monotonic clock since it started.
+pub struct ServerLog {
+    pub path: PathBuf,
+}
+
+impl ServerLog {
+    /// Every `(ms, event)` logged so far (an unfinished last line is left out).
+    pub fn events(&self) -> Vec<(u64, String)> {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        text.split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .filter_map(|l| {
+                let (ms, event) = l.trim_end().split_once(' ')?;
+                Some((ms.parse().ok()?, event.to_owned()))
+            })
+            .collect()
+    }
+
+    /// How many times `event` (e.g. `request GET /health`) was logged.
+    pub fn count(&self, event: &str) -> usize {
+        self.events().iter().filter(|(_, e)| e == event).count()
+    }
+
+    /// When `event` was first logged.
+    pub fn first(&self, event: &str) -> Option<u64> {
+        self.events()
+            .into_iter()
+            .find(|(_, e)| e == event)
+            .map(|(ms, _)| ms)
+    }
+
+    /// Every event in order, one per line (for assertion messages).
+    pub fn dump(&self) -> String {
+        std::fs::read_to_string(&self.path).unwrap_or_default()
+    }
+}
+
+/// A `hearth-test-server` started by the test itself, outside any task, already listening
+/// when the executor starts (hand its port to `hearth run --port health=PORT`). Killed on drop.
+pub struct OutsideServer {
+    pub child: Child,
+    pub port: u16,
+    pub log: ServerLog,
+}
+
+impl OutsideServer {
+    /// Start it on a free port with extra arguments; returns once it listens.
+    pub fn start(log: ServerLog, args: &[&str]) -> OutsideServer {
+        let child = Command::new(test_server())
+            .args(["--port", "0", "--log"])
+            .arg(&log.path)
+            .args(args)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut port = None;
+        wait_until("the test server to listen", Duration::from_secs(10), || {
+            port = log
+                .events()
+                .into_iter()
+                .find_map(|(_, e)| e.strip_prefix("listening 127.0.0.1:")?.parse().ok());
+            port.is_some()
+        });
+        OutsideServer {
+            child,
+            port: port.unwrap(),
+            log,
+        }
+    }
+
+    /// `health=PORT`, for `hearth run --port`.
+    pub fn port_arg(&self) -> String {
+        format!("health={}", self.port)
+    }
+}
+
+impl Drop for OutsideServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
