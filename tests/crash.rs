@@ -222,3 +222,80 @@ fn inspect_shows_exits_the_keeper_saw_while_the_executor_was_down() -> TestResul
     assert_eq!(runs(&r, "slow")[0].state, ProcessState::Killed);
     Ok(())
 }
+
+#[test]
+fn exits_the_keeper_recorded_survive_the_keeper_itself_dying() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "keeperdies",
+        json!([
+            {"name": "quick", "ephemeral": true, "cmdline": "sleep 0.2; exit 5"},
+            {"name": "slow", "min_duration": 0, "cmdline": "exec sleep 1000"},
+        ]),
+        json!({}),
+    );
+    let exec = env.spawn(&cfg, "keeperdies", &[]);
+    wait_until("both processes running", Duration::from_secs(20), || {
+        env.root().join("checkpoints/keeperdies/runner").exists()
+            && ["quick", "slow"].iter().all(|p| {
+                runs(&env.replay("keeperdies"), p)
+                    .last()
+                    .is_some_and(|r| r.state == ProcessState::Running)
+            })
+    });
+    let first = env.replay("keeperdies");
+    let keeper = runs(&first, "slow")[0].coordinator_pid.unwrap();
+    let old_slow = runs(&first, "slow")[0].pid.unwrap();
+    kill9(exec);
+    let keeper_stream = env.root().join("checkpoints/keeperdies/keeper");
+    wait_until(
+        "the keeper to record quick's exit",
+        Duration::from_secs(20),
+        || {
+            let bytes = std::fs::read(&keeper_stream).unwrap_or_default();
+            hearth_checkpoints::stream::read_records(&bytes)
+                .1
+                .iter()
+                .any(|(_, r)| {
+                    matches!(r, hearth_checkpoints::record::Record::Process(p)
+                if p.process == "quick" && p.return_code == Some(5))
+                })
+        },
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(keeper),
+        nix::sys::signal::SIGKILL,
+    )?;
+    wait_until("the keeper to die", Duration::from_secs(5), || {
+        !common::alive(keeper)
+    });
+
+    let exec = env.spawn(&cfg, "keeperdies", &[]);
+    wait_until("slow to run again", Duration::from_secs(20), || {
+        runs(&env.replay("keeperdies"), "slow").len() >= 2
+            && runs(&env.replay("keeperdies"), "slow")[1].state == ProcessState::Running
+    });
+    assert!(
+        !common::alive(old_slow),
+        "the orphaned first run of slow was left running"
+    );
+    // A shell that gets SIGTERM while it is still starting may swallow it (bash's own handlers):
+    // kill once the run is the `sleep` itself.
+    let new_slow = runs(&env.replay("keeperdies"), "slow")[1].pid.unwrap();
+    wait_until("slow's shell to exec sleep", Duration::from_secs(5), || {
+        std::fs::read_to_string(format!("/proc/{new_slow}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    });
+    let k = env.kill("keeperdies");
+    assert!(k.status.success(), "{}", show(&k));
+    let out = wait_output(exec, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let r = env.replay("keeperdies");
+    let quick = &runs(&r, "quick")[0];
+    assert_eq!(
+        (quick.state, quick.return_code),
+        (ProcessState::Failed, Some(5))
+    );
+    assert_eq!(runs(&r, "slow")[0].state, ProcessState::Lost);
+    assert_eq!(runs(&r, "slow")[1].state, ProcessState::Killed);
+    Ok(())
+}

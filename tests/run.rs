@@ -100,7 +100,8 @@ fn reruns_a_daemon_after_each_success_until_killed() -> TestResult {
     let cfg = env.task(
         "daemon",
         json!([{"name": "d", "daemon": true, "min_duration": 0, "cmdline": "echo run >> runs"}]),
-        json!({}),
+        // A run whose shell is still starting may swallow SIGTERM; keep the fallback short.
+        json!({"finalization_wait": 3}),
     );
     let child = env.spawn(&cfg, "daemon", &[]);
     let runs_file = env.sandbox("daemon").join("runs");
@@ -393,7 +394,8 @@ fn a_second_executor_refuses_a_task_that_is_already_owned() -> TestResult {
     let cfg = env.task(
         "owned",
         json!([{"name": "p", "cmdline": "exec sleep 1000"}]),
-        json!({}),
+        // A shell that gets SIGTERM while still starting may swallow it; keep the fallback short.
+        json!({"finalization_wait": 3}),
     );
     let first = env.spawn(&cfg, "owned", &[]);
     wait_until("the process to run", Duration::from_secs(20), || {

@@ -680,11 +680,20 @@ impl Supervisor {
                 });
             }
         }
+        // Exits an earlier keeper wrote to its stream (it may be gone since).
+        let recorded = self.keeper_stream_exits();
         let names: Vec<String> = self.procs.keys().cloned().collect();
         for name in names {
             let Some(p) = self.procs.get(&name).cloned() else {
                 continue;
             };
+            if !p.state.is_terminal()
+                && !alive.contains_key(&(name.clone(), p.run))
+                && let Some(exit) = recorded.get(&(name.clone(), p.run))
+            {
+                self.on_exit(exit.clone());
+                continue;
+            }
             match (p.state, alive.get(&(name.clone(), p.run))) {
                 (ProcessState::Forked, Some(c)) => self.on_spawned(c.clone()),
                 (ProcessState::Forked | ProcessState::Running, None) => {
@@ -858,6 +867,47 @@ impl Supervisor {
             };
             let _ = reporter.send(update);
         }
+    }
+
+    /// The exits recorded in the keeper's stream, by process and run.
+    fn keeper_stream_exits(&self) -> BTreeMap<(String, u32), Exit> {
+        let mut out = BTreeMap::new();
+        let Ok(bytes) = std::fs::read(&self.p.keeper_stream) else {
+            return out;
+        };
+        let (_, records, _) = hearth_checkpoints::stream::read_records(&bytes);
+        for (_, record) in records {
+            let Record::Process(r) = record else { continue };
+            let (Some(state), Some(run), Some(pid)) = (r.state, r.run, r.pid) else {
+                continue;
+            };
+            let Ok(run) = u32::try_from(run) else {
+                continue;
+            };
+            if !state.is_terminal() {
+                continue;
+            }
+            let status = match (r.signal, r.return_code) {
+                (Some(sig), _) => ExitStatus::Signal(sig),
+                (None, Some(code)) => ExitStatus::Code(code),
+                (None, None) => continue,
+            };
+            out.insert(
+                (r.process.clone(), run),
+                Exit {
+                    child: Child {
+                        process: r.process,
+                        run,
+                        pid,
+                        start_ticks: r.pid_start_ticks,
+                        fork_time: r.fork_time.unwrap_or_default(),
+                    },
+                    status,
+                    stop_time: r.stop_time.unwrap_or_else(now_secs),
+                },
+            );
+        }
+        out
     }
 
     fn request_kill(&mut self, why: &str) {

@@ -42,6 +42,9 @@ use self::protocol::{Child, Exit, ExitStatus, LogTarget, Reply, Request, SpawnSp
 use self::rotate::Rotator;
 use crate::spawn::{self, Fds, Ids, Prepared};
 
+/// How long a keeper with no child and no executor waits before it exits.
+pub const IDLE_EXIT: Duration = Duration::from_secs(60);
+
 /// Where the keeper keeps its things.
 #[derive(Debug, Clone)]
 pub struct KeeperPaths {
@@ -212,6 +215,7 @@ impl Keeper {
     }
 
     fn serve(&mut self) -> io::Result<()> {
+        let mut idle_since = std::time::Instant::now();
         loop {
             if self.shutting_down && self.children.is_empty() {
                 self.drain_orphan_rotators();
@@ -219,7 +223,21 @@ impl Keeper {
                 let _ = std::fs::remove_file(&self.paths.socket);
                 return Ok(());
             }
-            let (listener_ready, client_ready, signals_ready, rotate_ready) = self.wait()?;
+            // Nothing to keep and nobody to tell: a keeper whose executor is gone for good does
+            // not linger. Every exit it saw is in its stream, where a later executor finds it.
+            let idle = self.children.is_empty() && self.client.is_none();
+            if !idle {
+                idle_since = std::time::Instant::now();
+            } else if idle_since.elapsed() >= IDLE_EXIT {
+                self.drain_orphan_rotators();
+                return Ok(());
+            }
+            let timeout = if idle {
+                IDLE_EXIT.saturating_sub(idle_since.elapsed())
+            } else {
+                Duration::MAX
+            };
+            let (listener_ready, client_ready, signals_ready, rotate_ready) = self.wait(timeout)?;
             if signals_ready {
                 self.reap()?;
             }
@@ -236,7 +254,7 @@ impl Keeper {
     }
 
     /// Block until something is ready; return which.
-    fn wait(&mut self) -> io::Result<(bool, bool, bool, Vec<RawFd>)> {
+    fn wait(&mut self, timeout: Duration) -> io::Result<(bool, bool, bool, Vec<RawFd>)> {
         let rotators: Vec<&Rotator> = self
             .children
             .values()
@@ -253,7 +271,13 @@ impl Keeper {
         for r in &rotators {
             fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        let timeout = if timeout == Duration::MAX {
+            PollTimeout::NONE
+        } else {
+            PollTimeout::try_from(timeout.as_millis().min(60_000) as i32 + 1)
+                .unwrap_or(PollTimeout::NONE)
+        };
+        match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
