@@ -147,7 +147,16 @@ impl Drop for Env {
                     continue;
                 };
                 let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-                if String::from_utf8_lossy(&cmdline).contains(&needle) {
+                // Keepers rename themselves; they are known by the files they hold open.
+                let holds_root = || {
+                    std::fs::read_dir(p.path().join("fd")).is_ok_and(|fds| {
+                        fds.flatten().any(|fd| {
+                            std::fs::read_link(fd.path())
+                                .is_ok_and(|t| t.to_string_lossy().contains(&needle))
+                        })
+                    })
+                };
+                if String::from_utf8_lossy(&cmdline).contains(&needle) || holds_root() {
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(pid),
                         nix::sys::signal::SIGKILL,
