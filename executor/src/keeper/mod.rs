@@ -312,7 +312,7 @@ impl Keeper {
         let Some((stream, buf)) = self.client.as_mut() else {
             return Ok(());
         };
-        let mut chunk = [0u8; 64 * 1024];
+        let mut chunk = [0u8; 16 * 1024];
         stream.set_nonblocking(true)?;
         let mut closed = false;
         loop {

@@ -66,7 +66,7 @@ impl Rotator {
 
     /// Copy whatever the pipe holds into the log, rotating as needed. Never blocks.
     pub fn pump(&mut self) {
-        let mut buf = [0u8; 64 * 1024];
+        let mut buf = [0u8; 16 * 1024];
         loop {
             match self.pipe.read(&mut buf) {
                 Ok(0) => {
