@@ -39,6 +39,13 @@ pub fn to_json(task: &LoadedTask) -> Value {
         "processes": processes,
         "snoozes": replay.snoozes.iter().map(snooze_json).collect::<Vec<_>>(),
         "teardown": replay.teardown.iter().map(teardown_json).collect::<Vec<_>>(),
+        "reports": replay.reports.iter().map(|r| json!({
+            "seq": r.seq,
+            "state": r.state,
+            "reason": r.reason,
+            "timestamp_ms": r.timestamp_ms,
+            "acknowledged": r.seq <= replay.reports_acked,
+        })).collect::<Vec<_>>(),
         "stream": stream_json(&task.replayed),
     })
 }

@@ -218,11 +218,14 @@ pub async fn supervise(
         }
     });
 
-    let replay = p
-        .recovered
-        .as_ref()
-        .map(|r| r.replay.clone())
-        .unwrap_or_default();
+    // A fresh task's stream holds what preparation wrote (header, ACTIVE, STARTING): replay it
+    // too, so both paths start from the same state.
+    let replay = match &p.recovered {
+        Some(r) => r.replay.clone(),
+        None => hearth_checkpoints::stream::replay_path(p.writer.path())
+            .map(|r| r.replay)
+            .unwrap_or_default(),
+    };
     let now = Instant::now();
     let planner = if p.recovered.is_some() {
         Planner::from_replay(&p.task, &replay, now, now_secs())?
