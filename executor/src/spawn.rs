@@ -17,7 +17,7 @@
 //!      `SIGPIPE`; an exec'd program must not inherit either);
 //!   4. stdin from `/dev/null`, stdout and stderr to the prepared log descriptors;
 //!   5. `setgroups`, `setgid`, `setuid`, in that order (groups and gid need the privilege the uid
-//!      change gives up);
+//!      change gives up); then create the log directories and files, as the task's user;
 //!   6. `chdir` into the sandbox;
 //!   7. mark every descriptor above 2 close-on-exec, so the process inherits nothing else;
 //!   8. `execve`. On any failure the child writes a fixed message to its stderr and exits 127
@@ -56,6 +56,39 @@ pub struct Prepared {
     envp_ptrs: Vec<*const libc::c_char>,
     cwd: CString,
     credentials: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+    logs: ChildLogs,
+}
+
+/// Log files the child creates itself, after switching users (so it owns them), in parallel with
+/// the keeper's next forks instead of on its critical path.
+#[derive(Debug, Default)]
+pub struct ChildLogs {
+    /// Directories to create, parents first (an existing one is fine).
+    dirs: Vec<CString>,
+    stdout: Option<CString>,
+    stderr: Option<CString>,
+}
+
+impl ChildLogs {
+    pub fn new(
+        process: &str,
+        dirs: &[std::path::PathBuf],
+        stdout: Option<&std::path::Path>,
+        stderr: Option<&std::path::Path>,
+    ) -> Result<ChildLogs, SpawnError> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &std::path::Path| {
+            CString::new(p.as_os_str().as_bytes()).map_err(|source| SpawnError::Nul {
+                process: process.to_owned(),
+                source,
+            })
+        };
+        Ok(ChildLogs {
+            dirs: dirs.iter().map(|d| c(d)).collect::<Result<_, _>>()?,
+            stdout: stdout.map(c).transpose()?,
+            stderr: stderr.map(c).transpose()?,
+        })
+    }
 }
 
 /// Credentials to switch to in the child.
@@ -110,7 +143,14 @@ impl Prepared {
             envp_ptrs,
             cwd,
             credentials: ids.map(|i| (i.uid, i.gid, i.groups)),
+            logs: ChildLogs::default(),
         })
+    }
+
+    /// Have the child create and open these log files itself.
+    pub fn with_logs(mut self, logs: ChildLogs) -> Prepared {
+        self.logs = logs;
+        self
     }
 }
 
@@ -118,6 +158,7 @@ const MSG_CGROUP: &[u8] = b"hearth: could not join the task cgroup before exec\n
 const MSG_SETUP: &[u8] =
     b"hearth: could not set up the process (setsid, dup2, credentials or chdir)\n";
 const MSG_EXEC: &[u8] = b"hearth: execve failed\n";
+const MSG_LOGS: &[u8] = b"hearth: could not create the process's log directory or files\n";
 
 /// Fork and exec a task process. Returns the child's pid. Must be called from a single-threaded
 /// process (the keeper).
@@ -196,6 +237,24 @@ unsafe fn child_exec(p: &Prepared, fds: Fds<'_>) -> ! {
         {
             say(2, MSG_SETUP);
             libc::_exit(126);
+        }
+        // 5b. Log files, created as the task's user.
+        for dir in &p.logs.dirs {
+            if libc::mkdir(dir.as_ptr(), 0o750) < 0 && *libc::__errno_location() != libc::EEXIST {
+                say(2, MSG_LOGS);
+                libc::_exit(126);
+            }
+        }
+        for (path, target) in [(&p.logs.stdout, 1), (&p.logs.stderr, 2)] {
+            if let Some(path) = path {
+                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC;
+                let fd = libc::open(path.as_ptr(), flags, 0o640 as libc::c_uint);
+                if fd < 0 || libc::dup2(fd, target) < 0 {
+                    say(2, MSG_LOGS);
+                    libc::_exit(126);
+                }
+                libc::close(fd);
+            }
         }
         // 6. The sandbox.
         if libc::chdir(p.cwd.as_ptr()) < 0 {

@@ -126,7 +126,14 @@ fn c_floor(forkloop: &Path) -> f64 {
     let pgid = out.id() as i32;
     let out = out.wait_with_output().unwrap();
     let ns: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::SIGKILL);
+    let group = nix::unistd::Pid::from_raw(pgid);
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
+    // Let the floor's processes go before the next measurement starts.
+    let start = Instant::now();
+    while nix::sys::signal::killpg(group, None).is_ok() && start.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     ns / 1e9
 }
 

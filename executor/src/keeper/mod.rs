@@ -40,7 +40,7 @@ use nix::unistd::Pid;
 
 use self::protocol::{Child, Exit, ExitStatus, LogTarget, Reply, Request, SpawnSpec};
 use self::rotate::Rotator;
-use crate::spawn::{self, Fds, Ids, Prepared};
+use crate::spawn::{self, ChildLogs, Fds, Ids, Prepared};
 
 /// How long a keeper with no child and no executor waits before it exits.
 pub const IDLE_EXIT: Duration = Duration::from_secs(60);
@@ -339,16 +339,25 @@ impl Keeper {
         if buf.len() > 16 * 1024 * 1024 {
             closed = true;
         }
-        // Handle the whole burst, commit its records with one fsync, then answer.
+        // Handle the whole burst, commit its records with one fsync, then answer. Runs of
+        // consecutive spawns are forked back to back (see `spawn_batch`).
         let mut replies = Vec::with_capacity(requests.len());
+        let mut spawns = Vec::new();
         for req in requests {
-            replies.push(match req {
-                Ok(r) => self.handle(r),
-                Err(e) => Reply::Error {
-                    error: format!("bad request: {e}"),
-                },
-            });
+            match req {
+                Ok(Request::Spawn(spec)) => spawns.push(spec),
+                other => {
+                    replies.extend(self.spawn_batch(std::mem::take(&mut spawns)));
+                    replies.push(match other {
+                        Ok(r) => self.handle(r),
+                        Err(e) => Reply::Error {
+                            error: format!("bad request: {e}"),
+                        },
+                    });
+                }
+            }
         }
+        replies.extend(self.spawn_batch(spawns));
         self.writer.commit().map_err(io::Error::other)?;
         for r in &replies {
             self.send(r);
@@ -361,7 +370,13 @@ impl Keeper {
 
     fn handle(&mut self, req: Request) -> Reply {
         match req {
-            Request::Spawn(spec) => self.spawn(spec),
+            Request::Spawn(spec) => {
+                self.spawn_batch(vec![spec])
+                    .pop()
+                    .unwrap_or_else(|| Reply::Error {
+                        error: "spawn produced no reply".into(),
+                    })
+            }
             Request::Hello => Reply::State {
                 keeper_pid: std::process::id() as i32,
                 children: self.children.values().map(|r| r.child.clone()).collect(),
@@ -454,18 +469,56 @@ impl Keeper {
         n
     }
 
-    fn spawn(&mut self, spec: SpawnSpec) -> Reply {
-        match self.try_spawn(&spec) {
-            Ok(child) => Reply::Spawned(child),
-            Err(error) => Reply::SpawnFailed {
-                process: spec.process,
-                run: spec.run,
-                error,
-            },
+    /// Start a batch of processes in three passes: prepare everything (argument vectors, log
+    /// directories and files), fork them all back to back, then record them. Forking in a tight
+    /// loop lets the keeper finish the batch before the new shells compete with it for the CPU.
+    fn spawn_batch(&mut self, specs: Vec<SpawnSpec>) -> Vec<Reply> {
+        let mut ready = Vec::with_capacity(specs.len());
+        let mut replies: Vec<Option<Reply>> = Vec::with_capacity(specs.len());
+        for spec in specs {
+            match self.prepare_spawn(&spec) {
+                Ok(Prep::Running(child)) => replies.push(Some(Reply::Spawned(child))),
+                Ok(Prep::Ready(p)) => {
+                    replies.push(None);
+                    ready.push((replies.len() - 1, spec, p));
+                }
+                Err(error) => replies.push(Some(Reply::SpawnFailed {
+                    process: spec.process,
+                    run: spec.run,
+                    error,
+                })),
+            }
         }
+        let procs: Vec<RawFd> = self.cgroup_procs.iter().map(|f| f.as_raw_fd()).collect();
+        let stdin = self.dev_null.as_raw_fd();
+        let mut forked = Vec::with_capacity(ready.len());
+        for (slot, spec, p) in ready {
+            let fds = Fds {
+                stdin,
+                stdout: p.stdout.raw(),
+                stderr: p.stderr.raw(),
+                cgroup_procs: &procs,
+            };
+            let fork_time = now_secs();
+            let pid = spawn::spawn(&spec.process, &p.exec, fds);
+            forked.push((slot, spec, p.rotators, fork_time, pid));
+            // `p.stdout`/`p.stderr` drop here: the keeper's copies of the child's descriptors.
+        }
+        for (slot, spec, rotators, fork_time, pid) in forked {
+            replies[slot] = Some(match pid {
+                Ok(pid) => self.record_spawn(&spec, pid, fork_time, rotators),
+                Err(e) => Reply::SpawnFailed {
+                    process: spec.process,
+                    run: spec.run,
+                    error: e.to_string(),
+                },
+            });
+        }
+        replies.into_iter().flatten().collect()
     }
 
-    fn try_spawn(&mut self, spec: &SpawnSpec) -> Result<Child, String> {
+    /// Everything a spawn needs before its fork, or the child already running for it.
+    fn prepare_spawn(&mut self, spec: &SpawnSpec) -> Result<Prep, String> {
         if self.shutting_down {
             return Err("the keeper is shutting down".into());
         }
@@ -475,28 +528,56 @@ impl Keeper {
             .find(|r| r.child.process == spec.process && r.child.run == spec.run)
         {
             // Idempotent: a restarted executor may resend a spawn it never saw answered.
-            return Ok(r.child.clone());
+            return Ok(Prep::Running(r.child.clone()));
         }
         let ids = spec.credentials.as_ref().map(|c| Ids {
             uid: c.uid,
             gid: c.gid,
             groups: c.groups.clone(),
         });
-        let prepared = Prepared::new(&spec.process, &spec.argv, &spec.env, &spec.cwd, ids)
-            .map_err(|e| e.to_string())?;
         let owner = spec.credentials.as_ref().map(|c| (c.uid, c.gid));
         let (stdout, rot_out) = self.open_target(&spec.stdout, 1, owner)?;
         let (stderr, rot_err) = self.open_target(&spec.stderr, 2, owner)?;
-        let procs: Vec<RawFd> = self.cgroup_procs.iter().map(|f| f.as_raw_fd()).collect();
-        let fds = Fds {
-            stdin: self.dev_null.as_raw_fd(),
-            stdout: stdout.raw(),
-            stderr: stderr.raw(),
-            cgroup_procs: &procs,
+        // Plain log files are created by the child itself (see `spawn::ChildLogs`).
+        let file = |t: &LogTarget| match t {
+            LogTarget::File { path } => Some(PathBuf::from(path)),
+            _ => None,
         };
-        let fork_time = now_secs();
-        let pid = spawn::spawn(&spec.process, &prepared, fds).map_err(|e| e.to_string())?;
-        drop((stdout, stderr));
+        let (out_path, err_path) = (file(&spec.stdout), file(&spec.stderr));
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for p in [&out_path, &err_path].into_iter().flatten() {
+            for d in missing_dirs(p) {
+                if !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+            }
+        }
+        let logs = ChildLogs::new(
+            &spec.process,
+            &dirs,
+            out_path.as_deref(),
+            err_path.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
+        let exec = Prepared::new(&spec.process, &spec.argv, &spec.env, &spec.cwd, ids)
+            .map_err(|e| e.to_string())?
+            .with_logs(logs);
+        Ok(Prep::Ready(Box::new(ReadySpawn {
+            exec,
+            stdout,
+            stderr,
+            rotators: [rot_out, rot_err].into_iter().flatten().collect(),
+        })))
+    }
+
+    /// Record a forked child (durable at the burst's commit) and start supervising it.
+    fn record_spawn(
+        &mut self,
+        spec: &SpawnSpec,
+        pid: i32,
+        fork_time: f64,
+        rotators: Vec<Rotator>,
+    ) -> Reply {
         let child = Child {
             process: spec.process.clone(),
             run: spec.run,
@@ -504,20 +585,17 @@ impl Keeper {
             start_ticks: pid_start_ticks(pid),
             fork_time,
         };
-        self.writer
-            .append(&Record::Process(ProcessStatus {
-                process: child.process.clone(),
-                state: Some(ProcessState::Running),
-                coordinator_pid: Some(std::process::id() as i32),
-                fork_time: Some(fork_time),
-                start_time: Some(fork_time),
-                pid: Some(pid),
-                run: Some(child.run as i32),
-                pid_start_ticks: child.start_ticks,
-                ..ProcessStatus::default()
-            }))
-            .map_err(|e| e.to_string())?;
-        let rotators = [rot_out, rot_err].into_iter().flatten().collect();
+        let appended = self.writer.append(&Record::Process(ProcessStatus {
+            process: child.process.clone(),
+            state: Some(ProcessState::Running),
+            coordinator_pid: Some(std::process::id() as i32),
+            fork_time: Some(fork_time),
+            start_time: Some(fork_time),
+            pid: Some(pid),
+            run: Some(child.run as i32),
+            pid_start_ticks: child.start_ticks,
+            ..ProcessStatus::default()
+        }));
         self.children.insert(
             pid,
             Running {
@@ -525,7 +603,15 @@ impl Keeper {
                 rotators,
             },
         );
-        Ok(child)
+        match appended {
+            Ok(()) => Reply::Spawned(child),
+            // The child runs and is supervised; only its start could not be written down.
+            Err(e) => Reply::SpawnFailed {
+                process: spec.process.clone(),
+                run: spec.run,
+                error: format!("started as pid {pid}, but its record failed: {e}"),
+            },
+        }
     }
 
     /// Open the descriptor a child writes one stream to.
@@ -538,10 +624,8 @@ impl Keeper {
         match target {
             LogTarget::Inherit => Ok((TargetFd::Borrowed(inherit), None)),
             LogTarget::Discard => Ok((TargetFd::Borrowed(self.dev_null.as_raw_fd()), None)),
-            LogTarget::File { path } => {
-                let f = open_log(Path::new(path), owner).map_err(|e| format!("{path}: {e}"))?;
-                Ok((TargetFd::Owned(f.into()), None))
-            }
+            // The child opens it; until then its setup errors go to the keeper's own log.
+            LogTarget::File { .. } => Ok((TargetFd::Borrowed(2), None)),
             LogTarget::Rotate {
                 path,
                 max_bytes,
@@ -646,6 +730,19 @@ impl Keeper {
     }
 }
 
+/// A spawn ready to fork.
+struct ReadySpawn {
+    exec: Prepared,
+    stdout: TargetFd,
+    stderr: TargetFd,
+    rotators: Vec<Rotator>,
+}
+
+enum Prep {
+    Ready(Box<ReadySpawn>),
+    Running(Child),
+}
+
 /// A descriptor for the child's stdout/stderr: ours to close, or borrowed.
 enum TargetFd {
     Owned(OwnedFd),
@@ -674,6 +771,21 @@ fn parent_and_group(pid: i32) -> Option<(i32, i32)> {
 fn signal_group(pid: i32, sig: Signal) -> bool {
     let p = Pid::from_raw(pid);
     nix::sys::signal::killpg(p, sig).is_ok() || nix::sys::signal::kill(p, sig).is_ok()
+}
+
+/// The directories above `file` that do not exist yet, outermost first.
+fn missing_dirs(file: &Path) -> Vec<PathBuf> {
+    let mut missing = Vec::new();
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        if d.as_os_str().is_empty() || d.is_dir() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        dir = d.parent();
+    }
+    missing.reverse();
+    missing
 }
 
 /// Open a log file for appending, creating its directory, owned by the task's user.
