@@ -218,6 +218,7 @@ fn main() -> ExitCode {
             cgroup_parent: Some(cgroup_parent),
             no_cgroups,
             scheduler,
+            kill_on_start: false,
         })),
         Command::Snooze {
             task_id,

@@ -299,3 +299,37 @@ fn exits_the_keeper_recorded_survive_the_keeper_itself_dying() -> TestResult {
     assert_eq!(runs(&r, "slow")[1].state, ProcessState::Killed);
     Ok(())
 }
+
+#[test]
+fn kill_adopts_a_task_whose_executor_died_and_tears_it_down() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "orphan",
+        json!([{"name": "server", "cmdline": "exec sleep 1000"}]),
+        json!({"finalization_wait": 5}),
+    );
+    let exec = env.spawn(&cfg, "orphan", &[]);
+    wait_until("the process to run", Duration::from_secs(20), || {
+        env.root().join("checkpoints/orphan/runner").exists()
+            && runs(&env.replay("orphan"), "server")
+                .last()
+                .is_some_and(|r| r.state == ProcessState::Running)
+    });
+    let pid = runs(&env.replay("orphan"), "server")[0].pid.unwrap();
+    wait_until("the shell to exec sleep", Duration::from_secs(5), || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    });
+    kill9(exec);
+    let k = env.kill("orphan");
+    assert!(k.status.success(), "{}", show(&k));
+    assert!(
+        String::from_utf8_lossy(&k.stdout).contains("KILLED"),
+        "{}",
+        show(&k)
+    );
+    assert!(!common::alive(pid), "the adopted process is still running");
+    let r = env.replay("orphan");
+    assert_eq!(r.state(), TaskState::Killed);
+    assert_eq!(runs(&r, "server")[0].state, ProcessState::Killed);
+    Ok(())
+}

@@ -21,8 +21,8 @@ pub enum ControlError {
     #[error("no task {task_id:?} under {root}")]
     NoTask { task_id: String, root: PathBuf },
     #[error(
-        "no executor is running task {task_id:?} (it may have crashed); start it again with the \
-         same `hearth run ... --task-id {task_id}` to adopt its processes, then kill it"
+        "no executor is running task {task_id:?} and it could not be adopted (no launch record); \
+         start it again with the same `hearth run ... --task-id {task_id}`, then kill it"
     )]
     NoExecutor { task_id: String },
     #[error("cannot signal executor pid {pid} of task {task_id:?}")]
@@ -97,9 +97,7 @@ pub fn kill(root: &Root, task_id: &str, wait: Duration) -> Result<TaskState, Con
     }
     let lock = root.checkpoint_dir(task_id).join("executor.lock");
     if !lock_is_held(&lock) {
-        return Err(ControlError::NoExecutor {
-            task_id: task_id.to_owned(),
-        });
+        return adopt_and_kill(root, task_id);
     }
     let pid = lock_holder(&lock).unwrap_or(0);
     if pid <= 0 {
@@ -115,6 +113,37 @@ pub fn kill(root: &Root, task_id: &str, wait: Duration) -> Result<TaskState, Con
         },
     )?;
     wait_for_end(root, task_id, wait)
+}
+
+/// The task's executor is gone: become its executor, adopting the live processes through the
+/// keeper (or recording them LOST), and tear it down at once. Needs the launch record
+/// `hearth run` leaves next to the checkpoint.
+fn adopt_and_kill(root: &Root, task_id: &str) -> Result<TaskState, ControlError> {
+    let (config, launch) = crate::prepare::launch_files(&root.checkpoint_dir(task_id));
+    let opts: Option<crate::RunOptions> = std::fs::read(&launch)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let Some(mut opts) = opts.filter(|_| config.exists()) else {
+        return Err(ControlError::NoExecutor {
+            task_id: task_id.to_owned(),
+        });
+    };
+    opts.config = config;
+    opts.task_id = Some(task_id.to_owned());
+    opts.root = Some(root.path().to_path_buf());
+    opts.kill_on_start = true;
+    opts.json = false;
+    opts.force = false;
+    eprintln!("hearth: no executor is running task {task_id:?}; adopting it to kill it");
+    crate::run(&opts);
+    let state = replay_of(root, task_id)?.state();
+    if state.is_terminal() {
+        Ok(state)
+    } else {
+        Err(ControlError::NoExecutor {
+            task_id: task_id.to_owned(),
+        })
+    }
 }
 
 /// Wait (bounded) until the task's checkpoint reaches a terminal state, waking on every change of

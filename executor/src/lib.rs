@@ -52,6 +52,7 @@ pub fn run(opts: &RunOptions) -> u8 {
         prepared,
         opts.json,
         opts.scheduler.as_deref(),
+        opts.kill_on_start,
     )) {
         Ok(ending) => ending.exit_code(),
         Err(e) => {

@@ -24,8 +24,9 @@ use crate::keeper::{self, KeeperPaths};
 /// The pids limit of a task cgroup: generous, but it stops a fork bomb from taking the host.
 pub const TASK_PIDS_MAX: u64 = 16_384;
 
-/// The options of `hearth run`.
-#[derive(Debug, Clone, Default)]
+/// The options of `hearth run`. Kept (without `config`, which is copied) in
+/// `checkpoints/<task_id>/launch.json` so that `hearth kill` can adopt a task whose executor is gone.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RunOptions {
     pub config: PathBuf,
     pub root: Option<PathBuf>,
@@ -44,6 +45,14 @@ pub struct RunOptions {
     pub no_cgroups: bool,
     /// Base URL of the scheduler to report status updates to.
     pub scheduler: Option<String>,
+    /// Start tearing the task down at once (`hearth kill` adopting an orphaned task).
+    #[serde(skip)]
+    pub kill_on_start: bool,
+}
+
+/// Where a task's launch is recorded, for `hearth kill` to adopt it if its executor dies.
+pub fn launch_files(ckpt_dir: &Path) -> (PathBuf, PathBuf) {
+    (ckpt_dir.join("config.json"), ckpt_dir.join("launch.json"))
 }
 
 /// Why a task could not be started. `Usage` errors map to exit code 2 and leave nothing behind.
@@ -320,6 +329,9 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
         .map_err(io_err("create log directory", &log_dir))?;
 
     write_task_config(&root, &task_id, &task)?;
+    if recovered.is_none() {
+        record_launch(opts, &ckpt_dir, &task_id)?;
+    }
 
     let (cgroup, cgroup_warning) = setup_cgroup(opts, &task_id, &task, recovered.is_some())?;
 
@@ -566,6 +578,34 @@ fn create_sandbox(sandbox: &Path, user: &TaskUser) -> Result<(), PrepareError> {
             .map_err(io_err("chown sandbox", sandbox))?;
     }
     Ok(())
+}
+
+/// Keep a copy of the config as given and the options of this launch next to the checkpoint.
+fn record_launch(opts: &RunOptions, ckpt_dir: &Path, task_id: &str) -> Result<(), PrepareError> {
+    let (config_copy, launch) = launch_files(ckpt_dir);
+    let raw = std::fs::read(&opts.config).map_err(io_err("read", &opts.config))?;
+    write_atomic(&config_copy, &raw).map_err(io_err("write", &config_copy))?;
+    let mut o = RunOptions {
+        config: config_copy.clone(),
+        task_id: Some(task_id.to_owned()),
+        ..Default::default()
+    };
+    o.root = opts.root.clone();
+    o.sandbox = opts.sandbox.clone();
+    o.ports = opts.ports.clone();
+    o.instance = opts.instance;
+    o.hostname = opts.hostname.clone();
+    o.user = opts.user.clone();
+    o.no_setuid = opts.no_setuid;
+    o.cgroup_parent = opts.cgroup_parent.clone();
+    o.no_cgroups = opts.no_cgroups;
+    o.scheduler = opts.scheduler.clone();
+    let json = serde_json::to_vec_pretty(&o).map_err(|e| PrepareError::Io {
+        what: "serialize",
+        path: launch.clone(),
+        source: io::Error::other(e),
+    })?;
+    write_atomic(&launch, &json).map_err(io_err("write", &launch))
 }
 
 /// Write the bound task config to `tasks/active/<task_id>` atomically.

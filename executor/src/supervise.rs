@@ -203,6 +203,7 @@ pub async fn supervise(
     p: Prepared,
     json: bool,
     scheduler: Option<&str>,
+    kill_on_start: bool,
 ) -> Result<Ending, SuperviseError> {
     let stream = connect_keeper(&p.keeper_socket).await?;
     let (rx, tx) = stream.into_split();
@@ -323,6 +324,9 @@ pub async fn supervise(
         }
     }
 
+    if kill_on_start {
+        s.request_kill("hearth kill adopted the task after its executor was gone");
+    }
     let mut sigterm = signal(SignalKind::terminate()).map_err(SuperviseError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(SuperviseError::Signals)?;
 
