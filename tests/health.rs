@@ -434,11 +434,6 @@ fn a_task_over_its_disk_quota_fails_with_the_thermos_reason() -> TestResult {
 }
 
 #[test]
-#[ignore = "bug: a SIGTERM sent right after a process is spawned can be lost — the keeper replies \
-            Spawned right after fork(), the child joins the task cgroup only later (spawn.rs \
-            child_exec step 1), and Supervisor::signal_runs signals RUNNING runs only through the \
-            cgroup (cg.signal_all), which misses it; the task then waits all of finalization_wait \
-            and SIGKILLs"]
 fn a_kill_right_after_the_start_stops_the_process_with_sigterm() -> TestResult {
     if !common::have_cgroups("a_kill_right_after_the_start_stops_the_process_with_sigterm") {
         return Ok(());

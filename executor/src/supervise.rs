@@ -125,6 +125,8 @@ struct Proc {
     pid: Option<i32>,
     /// Start time of `pid` in clock ticks since boot, to tell it from a recycled pid.
     start_ticks: Option<i64>,
+    /// When this executor saw the run start (not known for runs adopted after a restart).
+    started_at: Option<Instant>,
     is_final: bool,
 }
 
@@ -194,6 +196,8 @@ struct Supervisor {
     reports_out: Vec<StatusReport>,
     /// Set while [`Supervisor::status`] prints its line.
     status_line: bool,
+    /// Young runs to SIGTERM once more, at this time (see [`Supervisor::signal_runs`]).
+    term_again: Option<(Instant, Vec<(String, u32)>)>,
     /// Whether RUNNING was reported (by this executor or an earlier one of the task).
     reported_running: bool,
 }
@@ -261,6 +265,7 @@ pub async fn supervise(
         report_acked: replay.reports_acked,
         reports_out: Vec::new(),
         status_line: false,
+        term_again: None,
         reported_running: replay.reports.iter().any(|r| r.state == "RUNNING"),
         p,
     };
@@ -570,6 +575,7 @@ impl Supervisor {
                             state: last.state,
                             pid: last.pid,
                             start_ticks: last.pid_start_ticks,
+                            started_at: None,
                             is_final,
                         },
                     );
@@ -583,6 +589,7 @@ impl Supervisor {
                             state: ProcessState::Waiting,
                             pid: None,
                             start_ticks: None,
+                            started_at: None,
                             is_final,
                         },
                     );
@@ -976,6 +983,25 @@ impl Supervisor {
                 }
             }
             Phase::Cleaning { stage, until } => {
+                if stage == Stage::Term
+                    && let Some((at, _)) = &self.term_again
+                    && now >= *at
+                    && let Some((_, runs)) = self.term_again.take()
+                {
+                    for (name, run) in runs {
+                        let live = self.procs.get(&name).is_some_and(|p| {
+                            p.run == run
+                                && matches!(p.state, ProcessState::Forked | ProcessState::Running)
+                        });
+                        if live {
+                            self.outbox.push(Request::Signal {
+                                process: name,
+                                run,
+                                signal: libc::SIGTERM,
+                            });
+                        }
+                    }
+                }
                 if self.regular_running() == 0 && self.cgroup_empty() {
                     if stage != Stage::Killed || self.running_count() == 0 {
                         self.begin_finalizing();
@@ -1160,6 +1186,7 @@ impl Supervisor {
             self.ending.as_ref().map(|e| e.reason.clone()),
         );
         self.planner.set_task_state(TaskState::Finalizing);
+        self.term_again = None;
         self.event(None, None, "FINALIZING", None, None, None, None);
         self.phase = Phase::Finalizing { deadline };
     }
@@ -1174,22 +1201,33 @@ impl Supervisor {
     /// keeper is the parent of), plus, through the keeper, runs whose spawn may not have happened
     /// yet. Marks the runs as signalled by us. SIGKILL kills the cgroup as a whole.
     fn signal_runs(&mut self, sig: i32, include_finals: bool) {
-        let running: Vec<(String, u32, ProcessState)> = self
+        let running: Vec<(String, u32, ProcessState, Option<Instant>)> = self
             .procs
             .iter()
             .filter(|(_, p)| include_finals || !p.is_final)
             .filter(|(_, p)| matches!(p.state, ProcessState::Forked | ProcessState::Running))
-            .map(|(n, p)| (n.clone(), p.run, p.state))
+            .map(|(n, p)| (n.clone(), p.run, p.state, p.started_at))
             .collect();
-        for (name, run, state) in running {
+        let now = Instant::now();
+        let mut young = Vec::new();
+        for (name, run, state, started_at) in running {
             self.signalled.insert((name.clone(), run));
-            if state == ProcessState::Forked {
+            // A run not yet spawned, or spawned moments ago, may not be in the cgroup yet (it
+            // joins just before exec), and its shell may still be starting (bash can swallow a
+            // SIGTERM then): signal its process group directly too, and once more shortly.
+            let is_young = state == ProcessState::Forked
+                || started_at.is_some_and(|t| now.duration_since(t) < YOUNG_RUN);
+            if is_young {
                 self.outbox.push(Request::Signal {
-                    process: name,
+                    process: name.clone(),
                     run,
                     signal: sig,
                 });
+                young.push((name, run));
             }
+        }
+        if sig == libc::SIGTERM && !young.is_empty() {
+            self.term_again = Some((now + TERM_AGAIN_AFTER, young));
         }
         match &self.p.cgroup {
             Some(cg) if sig == libc::SIGKILL => {
@@ -1255,6 +1293,18 @@ impl Supervisor {
             self.planner.next_wakeup(Instant::now()),
             phase,
             self.stray_check,
+            self.term_again
+                .as_ref()
+                .filter(|_| {
+                    matches!(
+                        self.phase,
+                        Phase::Cleaning {
+                            stage: Stage::Term,
+                            ..
+                        }
+                    )
+                })
+                .map(|(t, _)| *t),
         ]
         .into_iter()
         .flatten()
@@ -1407,6 +1457,7 @@ impl Supervisor {
         }
         if let Some(p) = self.procs.get_mut(&child.process) {
             p.start_ticks = child.start_ticks;
+            p.started_at = Some(Instant::now());
         }
         self.record(
             &child.process,
@@ -1678,6 +1729,11 @@ impl Supervisor {
 }
 
 const SUCCESS_REASON: &str = "all processes finished";
+
+/// A run younger than this when SIGTERM is sent is also signalled directly, and again after
+/// [`TERM_AGAIN_AFTER`].
+const YOUNG_RUN: Duration = Duration::from_secs(1);
+const TERM_AGAIN_AFTER: Duration = Duration::from_millis(250);
 
 /// How long a finished executor waits for the scheduler to acknowledge its last updates.
 const REPORT_DRAIN: Duration = Duration::from_secs(30);
