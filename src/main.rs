@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hearth_checkpoints::inspect;
 use hearth_checkpoints::root::{self, Root, RootError};
+use hearth_checkpoints::{error_chain, inspect};
 use regex::Regex;
 
 #[derive(Debug, Parser)]
@@ -289,14 +289,19 @@ fn parse_port(s: &str) -> Result<(String, u16), String> {
     Ok((name.to_owned(), port))
 }
 
-fn kill(task_id: &str, root: Option<&std::path::Path>, wait: u64) -> ExitCode {
+/// Run a command of `hearth_executor::control` against a root, printing what it returns.
+fn control<T>(
+    root: Option<&std::path::Path>,
+    f: impl FnOnce(&Root) -> Result<T, hearth_executor::control::ControlError>,
+    show: impl FnOnce(T),
+) -> ExitCode {
     let root = match Root::given_or_default(root) {
         Ok(r) => r,
         Err(e) => return root_error(&e),
     };
-    match hearth_executor::control::kill(&root, task_id, std::time::Duration::from_secs(wait)) {
-        Ok(state) => {
-            println!("task {task_id} {}", state.name());
+    match f(&root) {
+        Ok(v) => {
+            show(v);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -306,26 +311,38 @@ fn kill(task_id: &str, root: Option<&std::path::Path>, wait: u64) -> ExitCode {
     }
 }
 
+fn kill(task_id: &str, root: Option<&std::path::Path>, wait: u64) -> ExitCode {
+    let wait = std::time::Duration::from_secs(wait);
+    control(
+        root,
+        |r| hearth_executor::control::kill(r, task_id, wait),
+        |state| println!("task {task_id} {}", state.name()),
+    )
+}
+
 fn snooze(
     task_id: &str,
     root: Option<&std::path::Path>,
     duration: Option<&str>,
     clear: bool,
 ) -> ExitCode {
-    let root = match Root::given_or_default(root) {
-        Ok(r) => r,
-        Err(e) => return root_error(&e),
-    };
-    match hearth_executor::control::snooze(&root, task_id, duration, clear) {
-        Ok(what) => {
-            println!("{what}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("hearth: {}", error_chain(&e));
-            ExitCode::from(if e.is_usage() { 2 } else { 1 })
-        }
-    }
+    control(
+        root,
+        |r| hearth_executor::control::snooze(r, task_id, duration, clear),
+        |what| println!("{what}"),
+    )
+}
+
+fn tail(
+    task_id: &str,
+    root: Option<&std::path::Path>,
+    opts: &hearth_executor::control::TailOptions,
+) -> ExitCode {
+    control(
+        root,
+        |r| hearth_executor::control::tail(r, task_id, opts, &mut std::io::stdout().lock()),
+        |()| {},
+    )
 }
 
 fn observe(mut roots: Vec<PathBuf>, bind: std::net::SocketAddr) -> ExitCode {
@@ -340,25 +357,6 @@ fn observe(mut roots: Vec<PathBuf>, bind: std::net::SocketAddr) -> ExitCode {
         Err(e) => {
             eprintln!("hearth: {}", error_chain(&e));
             ExitCode::from(1)
-        }
-    }
-}
-
-fn tail(
-    task_id: &str,
-    root: Option<&std::path::Path>,
-    opts: &hearth_executor::control::TailOptions,
-) -> ExitCode {
-    let root = match Root::given_or_default(root) {
-        Ok(r) => r,
-        Err(e) => return root_error(&e),
-    };
-    let mut out = std::io::stdout().lock();
-    match hearth_executor::control::tail(&root, task_id, opts, &mut out) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hearth: {}", error_chain(&e));
-            ExitCode::from(if e.is_usage() { 2 } else { 1 })
         }
     }
 }
@@ -415,16 +413,4 @@ fn print_json(value: &serde_json::Value) {
 fn root_error(e: &RootError) -> ExitCode {
     eprintln!("hearth: {}", error_chain(e));
     ExitCode::from(if e.is_usage() { 2 } else { 1 })
-}
-
-/// `e: cause: cause ...`, printed once where the error is handled.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }

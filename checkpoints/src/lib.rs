@@ -18,3 +18,16 @@ pub mod record;
 pub mod replay;
 pub mod root;
 pub mod stream;
+
+/// An error and its causes on one line, joined with `: ` — how every Hearth command reports an
+/// error, once, where it is handled.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

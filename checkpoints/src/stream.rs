@@ -515,7 +515,7 @@ impl<'a> Frames<'a> {
                 item
             }
             Err(e) => {
-                let detail = format!("undecodable record: {}", error_chain(&e));
+                let detail = format!("undecodable record: {}", crate::error_chain(&e));
                 // A checksummed payload was written whole: undecodable means corrupt. Without a
                 // checksum, an undecodable last frame may be a partial write.
                 self.stop(last && !self.hearth, detail)
@@ -563,16 +563,7 @@ fn next_valid_frame(bytes: &[u8], from: usize) -> Option<u64> {
     None
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+
 
 /// Replay `bytes`. With `keep_scanning`, the framing is checked to the end even after an invalid
 /// record (the records after it are not applied), so the framing's own end is known.

@@ -143,17 +143,7 @@ fn io_status(e: &io::Error) -> StatusCode {
     }
 }
 
-/// An error and its causes, joined with `: `.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use hearth_checkpoints::error_chain as chain;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
