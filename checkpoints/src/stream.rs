@@ -563,8 +563,6 @@ fn next_valid_frame(bytes: &[u8], from: usize) -> Option<u64> {
     None
 }
 
-
-
 /// Replay `bytes`. With `keep_scanning`, the framing is checked to the end even after an invalid
 /// record (the records after it are not applied), so the framing's own end is known.
 fn scan(bytes: &[u8], keep_scanning: bool) -> (Replayed, Framing) {
