@@ -10,7 +10,10 @@
 //!     before `_exit`) to its durable exit record (the executor's line, printed after the fsync);
 //! (d) restart latency with `min_duration: 0`: from a run's exit stamp to the start of the next run
 //!     as recorded in the checkpoint;
-//! (e) kill: from SIGTERM to the executor to the last of 100 SIGTERM-honouring processes gone.
+//! (e) kill: from SIGTERM to the executor to the last of 100 SIGTERM-honouring processes gone;
+//! (f) health-check cost: CPU of the executor and keeper over `HEARTH_BENCH_IDLE_SECS` (default
+//!     60) for a task of 10 processes whose HTTP health check runs every second (against
+//!     `hearth-test-server`), once the task is RUNNING.
 //!
 //! `HEARTH_BENCH_TRIALS` (default 5) sets the trial count.
 #![allow(clippy::unwrap_used)]
@@ -50,6 +53,11 @@ fn main() {
         kill.push(k);
     }
     let (exit_lat, restart_lat) = restart_loop(dir.path(), &stamp, 200);
+    let idle_secs: u64 = std::env::var("HEARTH_BENCH_IDLE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let (cpu_pct, checks) = health_cpu(dir.path(), idle_secs);
 
     let ms = |d: &[f64]| format!("{:.2} ms", median(d) * 1e3);
     println!("executor benchmarks ({trials} trials, medians)");
@@ -57,11 +65,15 @@ fn main() {
         "(a) overhead PSS, executor + keeper, {N} sleeps: {:.0} KiB (target <= 4096 KiB)",
         median(&pss)
     );
+    let ratios: Vec<f64> = launch.iter().zip(&floor).map(|(h, c)| h / c).collect();
     println!(
-        "(b) launch {N} processes to RUNNING: hearth {} vs C fork/exec floor {} = {:.2}x (target <= 1.2x)",
+        "(b) launch {N} processes to RUNNING: hearth {} vs C fork/exec floor {}; per-trial ratio \
+         median {:.2}x, range {:.2}x..{:.2}x (target <= 1.2x)",
         ms(&launch),
         ms(&floor),
-        median(&launch) / median(&floor)
+        median(&ratios),
+        pct(&ratios, 0.0),
+        pct(&ratios, 1.0)
     );
     println!(
         "(c) process exit to durable record: median {:.3} ms, p90 {:.3} ms over {} exits (target median < 1 ms)",
@@ -78,6 +90,10 @@ fn main() {
     println!(
         "(e) kill {N} SIGTERM-honouring processes: {} (target < 50 ms)",
         ms(&kill)
+    );
+    println!(
+        "(f) executor + keeper CPU, 10 processes, HTTP check every 1 s, over {idle_secs} s: \
+         {cpu_pct:.3} % of one core, {checks} checks served (target < 0.5 %)"
     );
 }
 
@@ -284,4 +300,91 @@ fn restart_loop(dir: &Path, stamp: &Path, runs: usize) -> (Vec<f64>, Vec<f64>) {
         .map(|(e, s)| s - e)
         .collect();
     (exit_lat, restart_lat)
+}
+
+/// CPU ticks (user + system) a process has used, from `/proc/<pid>/stat` fields 14 and 15.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_ascii_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum()
+}
+
+/// (f): the steady-state cost of supervising a healthy task with a 1 s HTTP health check.
+fn health_cpu(dir: &Path, secs: u64) -> (f64, usize) {
+    let task_id = "healthy";
+    let log = dir.join("health-server.log");
+    let server = format!(
+        "exec {} --port {{{{thermos.ports[health]}}}} --log {}",
+        env!("CARGO_BIN_EXE_hearth-test-server"),
+        log.display()
+    );
+    let mut procs = vec![json!({"name": "server", "cmdline": server})];
+    for i in 0..9 {
+        procs.push(json!({"name": format!("s{i}"), "cmdline": "exec sleep 100000"}));
+    }
+    let cfg = write_task(
+        dir,
+        task_id,
+        &json!({
+            "role": "root", "environment": "bench", "name": task_id,
+            "task": {"name": task_id, "processes": procs},
+            "health_check_config": {"initial_interval_secs": 1.0, "interval_secs": 1.0,
+                                    "timeout_secs": 1.0, "max_consecutive_failures": 3}
+        }),
+    );
+    let root = dir.join("root");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg("run")
+        .arg(&cfg)
+        .arg("--root")
+        .arg(&root)
+        .args(["--task-id", task_id, "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().unwrap().unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v["event"] == "status" && v["state"] == "RUNNING" {
+            break;
+        }
+    }
+    let replay = replay_path(&root.join("checkpoints").join(task_id).join("runner"))
+        .unwrap()
+        .replay;
+    let keeper = replay
+        .processes
+        .values()
+        .find_map(|runs| runs.last().and_then(|r| r.coordinator_pid))
+        .unwrap();
+    let exec = child.id() as i32;
+    let count = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("GET /health"))
+            .count()
+    };
+    let (t0, c0, n0) = (Instant::now(), cpu_ticks(exec) + cpu_ticks(keeper), count());
+    std::thread::sleep(Duration::from_secs(secs));
+    let (t1, c1, n1) = (t0.elapsed(), cpu_ticks(exec) + cpu_ticks(keeper), count());
+    let hz: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    let pct = (c1 - c0) as f64 / hz / t1.as_secs_f64() * 100.0;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(exec), nix::sys::signal::SIGTERM).unwrap();
+    for _ in lines.by_ref() {}
+    child.wait().unwrap();
+    (pct, n1 - n0)
 }
