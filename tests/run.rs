@@ -515,3 +515,30 @@ fn without_cgroups_kill_still_reaches_a_double_forked_daemon() -> TestResult {
     });
     Ok(())
 }
+
+#[test]
+fn logger_destination_both_writes_the_log_and_the_console() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "both",
+        json!([
+            {"name": "both", "logger": {"destination": "both"},
+             "cmdline": "echo to-both; echo err-both >&2"},
+            {"name": "console", "logger": {"destination": "console"},
+             "cmdline": "echo to-console-only"},
+        ]),
+        json!({}),
+    );
+    let out = env.run(&cfg, "both", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("to-both"), "{}", show(&out));
+    assert!(stderr.contains("err-both"), "{}", show(&out));
+    assert!(stdout.contains("to-console-only"), "{}", show(&out));
+    let logs = env.sandbox("both").join(".logs");
+    assert_eq!(read(&logs.join("both/0/stdout")), "to-both\n");
+    assert_eq!(read(&logs.join("both/0/stderr")), "err-both\n");
+    assert!(!logs.join("console/0/stdout").exists());
+    Ok(())
+}

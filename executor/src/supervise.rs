@@ -1356,12 +1356,21 @@ impl Supervisor {
             match (cfg.logger.destination, cfg.logger.mode) {
                 (LogDestination::None, _) => LogTarget::Discard,
                 (LogDestination::Console, _) => LogTarget::Inherit,
-                (_, LogMode::Rotate) => LogTarget::Rotate {
+                (LogDestination::File, LogMode::Standard) => LogTarget::File { path },
+                (destination, mode) => LogTarget::Rotate {
                     path,
-                    max_bytes: cfg.logger.log_size,
-                    backups: cfg.logger.backups,
+                    max_bytes: if mode == LogMode::Rotate {
+                        cfg.logger.log_size
+                    } else {
+                        u64::MAX
+                    },
+                    backups: if mode == LogMode::Rotate {
+                        cfg.logger.backups
+                    } else {
+                        0
+                    },
+                    console: destination == LogDestination::Both,
                 },
-                _ => LogTarget::File { path },
             }
         };
         let spec = SpawnSpec {

@@ -146,12 +146,19 @@ struct Keeper {
     shutting_down: bool,
     /// Rotators whose process has exited but whose pipe still has writers (descendants).
     orphan_rotators: Vec<Rotator>,
+    /// The console's stdout and stderr (the stderr kept from before the keeper redirected its
+    /// own to keeper.log).
+    console_out: OwnedFd,
+    console_err: OwnedFd,
 }
 
 impl Keeper {
     fn start(paths: &KeeperPaths, keep_fds: &[RawFd]) -> io::Result<Keeper> {
         close_inherited_fds(keep_fds);
-        // Diagnostics go to keeper.log; the console belongs to the executor.
+        // Keep the console's stderr for processes that log to it, then send our own
+        // diagnostics to keeper.log.
+        let console_out = std::io::stdout().as_fd().try_clone_to_owned()?;
+        let console_err = std::io::stderr().as_fd().try_clone_to_owned()?;
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -211,6 +218,8 @@ impl Keeper {
             unacked: Vec::new(),
             shutting_down: false,
             orphan_rotators: Vec::new(),
+            console_out,
+            console_err,
         })
     }
 
@@ -622,7 +631,7 @@ impl Keeper {
         owner: Option<(u32, u32)>,
     ) -> Result<(TargetFd, Option<Rotator>), String> {
         match target {
-            LogTarget::Inherit => Ok((TargetFd::Borrowed(inherit), None)),
+            LogTarget::Inherit => Ok((TargetFd::Borrowed(self.console(inherit).as_raw_fd()), None)),
             LogTarget::Discard => Ok((TargetFd::Borrowed(self.dev_null.as_raw_fd()), None)),
             // The child opens it; until then its setup errors go to the keeper's own log.
             LogTarget::File { .. } => Ok((TargetFd::Borrowed(2), None)),
@@ -630,11 +639,23 @@ impl Keeper {
                 path,
                 max_bytes,
                 backups,
+                console,
             } => {
-                let (rot, write_end) = Rotator::new(Path::new(path), *max_bytes, *backups, owner)
-                    .map_err(|e| format!("{path}: {e}"))?;
+                let console = console.then(|| self.console(inherit));
+                let (rot, write_end) =
+                    Rotator::new(Path::new(path), *max_bytes, *backups, owner, console)
+                        .map_err(|e| format!("{path}: {e}"))?;
                 Ok((TargetFd::Owned(write_end), Some(rot)))
             }
+        }
+    }
+
+    /// The console descriptor for stream 1 or 2: the terminal (or pipe) the executor was started
+    /// with — not the keeper's own log, which its stderr was redirected to.
+    fn console(&self, stream: RawFd) -> std::os::fd::BorrowedFd<'_> {
+        match stream {
+            2 => self.console_err.as_fd(),
+            _ => self.console_out.as_fd(),
         }
     }
 

@@ -44,6 +44,9 @@ pub enum LogTarget {
         path: String,
         max_bytes: u64,
         backups: u32,
+        /// Also copy everything to the console (logger destination `both`).
+        #[serde(default)]
+        console: bool,
     },
     /// The keeper's own stdout/stderr (the console the executor was started from).
     Inherit,

@@ -22,6 +22,8 @@ pub struct Rotator {
     backups: u32,
     owner: Option<(u32, u32)>,
     closed: bool,
+    /// Also gets every byte (logger destination `both`): a duplicate of the console.
+    console: Option<File>,
 }
 
 impl Rotator {
@@ -31,7 +33,11 @@ impl Rotator {
         max_bytes: u64,
         backups: u32,
         owner: Option<(u32, u32)>,
+        console: Option<BorrowedFd<'_>>,
     ) -> io::Result<(Rotator, OwnedFd)> {
+        let console = console
+            .map(|fd| fd.try_clone_to_owned().map(File::from))
+            .transpose()?;
         let file = open_log(path, owner)?;
         let written = file.metadata()?.len();
         let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
@@ -46,6 +52,7 @@ impl Rotator {
                 backups,
                 owner,
                 closed: false,
+                console,
             },
             write,
         ))
@@ -74,6 +81,9 @@ impl Rotator {
                     return;
                 }
                 Ok(n) => {
+                    if let Some(console) = &mut self.console {
+                        let _ = console.write_all(&buf[..n]);
+                    }
                     if self.write(&buf[..n]).is_err() {
                         // A full disk must not stall the process: the bytes are dropped, the pipe
                         // keeps draining, and the next write tries again.
