@@ -1453,7 +1453,12 @@ impl Supervisor {
                 }
             }
             Reply::Exited(exit) => self.on_exit(exit),
-            Reply::State { .. } | Reply::Signalled { .. } | Reply::Bye | Reply::Error { .. } => {}
+            Reply::State { .. }
+            | Reply::Signalled { .. }
+            | Reply::SignalledAll { .. }
+            | Reply::Done
+            | Reply::Bye => {}
+            Reply::Error { error } => eprintln!("hearth: the keeper refused a request: {error}"),
         }
     }
 

@@ -394,11 +394,7 @@ impl Keeper {
             Request::Ack { process, run } => {
                 self.unacked
                     .retain(|e| !(e.child.process == process && e.child.run == run));
-                Reply::Signalled {
-                    process,
-                    run,
-                    delivered: true,
-                }
+                Reply::Done
             }
             Request::Signal {
                 process,
@@ -423,21 +419,13 @@ impl Keeper {
                 }
             }
             Request::SignalAll { signal } => {
-                let n = Signal::try_from(signal).map_or(0, |sig| self.signal_all(sig));
-                Reply::Signalled {
-                    process: String::new(),
-                    run: n,
-                    delivered: n > 0,
-                }
+                let signalled = Signal::try_from(signal).map_or(0, |sig| self.signal_all(sig));
+                Reply::SignalledAll { signalled }
             }
             Request::Shutdown => {
                 self.shutting_down = true;
-                // Answered with Bye once the last child is gone.
-                Reply::Signalled {
-                    process: String::new(),
-                    run: 0,
-                    delivered: true,
-                }
+                // Bye follows once the last child is gone.
+                Reply::Done
             }
         }
     }

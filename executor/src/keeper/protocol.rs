@@ -61,7 +61,8 @@ pub enum Request {
     Spawn(SpawnSpec),
     /// Who is alive, and which exits are not acknowledged yet. Answered by [`Reply::State`].
     Hello,
-    /// The executor has recorded this exit durably; the keeper may forget it.
+    /// The executor has recorded this exit durably; the keeper may forget it. Answered by
+    /// [`Reply::Done`].
     Ack { process: String, run: u32 },
     /// Send `signal` to the process group of this run (if it is still running). Answered by
     /// [`Reply::Signalled`].
@@ -72,9 +73,10 @@ pub enum Request {
     },
     /// Send `signal` to every process the keeper is the parent of — its children's process groups
     /// and the orphans re-parented to it (double-forked daemons) — for hosts without cgroups.
-    /// Answered by [`Reply::Signalled`] with the number of processes signalled in `run`.
+    /// Answered by [`Reply::SignalledAll`].
     SignalAll { signal: i32 },
-    /// The task is over: exit once no child is left. Answered by [`Reply::Bye`].
+    /// The task is over: exit once no child is left. Answered by [`Reply::Done`], then
+    /// [`Reply::Bye`] when the keeper exits.
     Shutdown,
 }
 
@@ -125,6 +127,12 @@ pub enum Reply {
         run: u32,
         delivered: bool,
     },
+    /// Answer to [`Request::SignalAll`]: how many processes (groups) were signalled.
+    SignalledAll {
+        signalled: u32,
+    },
+    /// Answer to [`Request::Ack`] and [`Request::Shutdown`].
+    Done,
     Exited(Exit),
     Bye,
     /// The request could not be understood.
