@@ -410,7 +410,15 @@ pub fn merge_keeper_stream(mut runner: Replayed, keeper: &Path) -> Result<Replay
             });
         }
     };
-    let (_, records, _) = crate::stream::read_records(&bytes);
+    merge_keeper_records(&mut runner.replay, &bytes);
+    Ok(runner)
+}
+
+/// Apply the exits recorded in a keeper stream (`keeper_bytes`) to the runs of `replay` that the
+/// runner stream still shows as live (see [`merge_keeper_stream`]). Returns whether any changed.
+pub fn merge_keeper_records(replay: &mut crate::replay::TaskReplay, keeper_bytes: &[u8]) -> bool {
+    let mut changed = false;
+    let (_, records, _) = crate::stream::read_records(keeper_bytes);
     for (_, record) in records {
         let Record::Process(exit) = record else {
             continue;
@@ -421,8 +429,7 @@ pub fn merge_keeper_stream(mut runner: Replayed, keeper: &Path) -> Result<Replay
         if !state.is_terminal() {
             continue;
         }
-        let Some(r) = runner
-            .replay
+        let Some(r) = replay
             .processes
             .get_mut(&exit.process)
             .and_then(|runs| runs.iter_mut().find(|r| i64::from(r.run) == i64::from(run)))
@@ -438,8 +445,9 @@ pub fn merge_keeper_stream(mut runner: Replayed, keeper: &Path) -> Result<Replay
         r.return_code = exit.return_code;
         r.signal = exit.signal;
         r.reason = Some("recorded by the keeper; the executor has not merged it yet".to_owned());
+        changed = true;
     }
-    Ok(runner)
+    changed
 }
 
 fn read_stream(path: &Path) -> Result<Replayed, RootError> {

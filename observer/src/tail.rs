@@ -36,6 +36,11 @@ pub struct StreamTail {
     stopped: bool,
     /// Bytes read from disk over the tail's life (a statistic, for tests and benchmarks).
     bytes_read: u64,
+    /// The replay with the exits the task's keeper recorded while no executor was there to
+    /// write them to the runner stream (`root::merge_keeper_records`); `None` when there are none.
+    merged: Option<TaskReplay>,
+    /// Length and modification time of the keeper stream when `merged` was computed.
+    keeper_seen: Option<(u64, std::time::SystemTime)>,
 }
 
 impl StreamTail {
@@ -51,6 +56,8 @@ impl StreamTail {
             end: StreamEnd::Clean,
             stopped: false,
             bytes_read: 0,
+            merged: None,
+            keeper_seen: None,
         }
     }
 
@@ -58,9 +65,44 @@ impl StreamTail {
         &self.path
     }
 
-    /// The replay so far.
+    /// The replay so far, including exits only the keeper has recorded yet.
     pub fn replay(&self) -> &TaskReplay {
-        &self.replay
+        self.merged.as_ref().unwrap_or(&self.replay)
+    }
+
+    /// Merge the keeper's stream (`keeper` beside `runner`) when it was written after the runner
+    /// stream — that is, when the executor has not caught up with it (it is down). Cheap when
+    /// nothing changed: one `stat`. Returns whether the visible replay changed.
+    fn merge_keeper(&mut self, runner_changed: bool) -> bool {
+        let keeper = self.path.with_file_name("keeper");
+        let stat = |p: &Path| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)))
+        };
+        let (Some(k), Some((_, runner_mtime))) = (stat(&keeper), stat(&self.path)) else {
+            let had = self.merged.take().is_some();
+            self.keeper_seen = None;
+            return had;
+        };
+        if !runner_changed && self.keeper_seen == Some(k) {
+            return false;
+        }
+        self.keeper_seen = Some(k);
+        let had = self.merged.is_some();
+        self.merged = None;
+        if self.replay.state().is_terminal() || k.1 <= runner_mtime {
+            return had;
+        }
+        let Ok(bytes) = std::fs::read(&keeper) else {
+            return had;
+        };
+        let mut merged = self.replay.clone();
+        if hearth_checkpoints::root::merge_keeper_records(&mut merged, &bytes) {
+            self.merged = Some(merged);
+            return true;
+        }
+        had
     }
 
     /// The stream's framing (legacy Thermos until a Hearth file header has been seen).
@@ -99,6 +141,12 @@ impl StreamTail {
     /// Read what was appended since the last call. Returns whether the replay changed. A missing
     /// file is not an error (the task has not written its stream yet, or it was removed).
     pub fn poll(&mut self) -> io::Result<bool> {
+        let changed = self.poll_runner()?;
+        let merged = self.merge_keeper(changed);
+        Ok(changed || merged)
+    }
+
+    fn poll_runner(&mut self) -> io::Result<bool> {
         let file = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

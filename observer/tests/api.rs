@@ -289,3 +289,44 @@ async fn legacy_thermos_root_is_served_like_a_hearth_root() -> TestResult {
     assert!(listing.contains("href=\"/file/failure/p1\""), "{listing}");
     Ok(())
 }
+
+#[tokio::test]
+async fn exits_only_the_keeper_recorded_are_shown_while_the_executor_is_down() -> TestResult {
+    let fx = Fixture::new()?;
+    drop(fx.write_task(&TaskSpec::simple("down", true, 1_000))?);
+    let app = app(fx.observer()?);
+    let (_, v) = get_json(&app, "/j/process/down/hello").await?;
+    assert_eq!(v["state"], "RUNNING");
+
+    // The keeper saw the run end after the executor's last write.
+    let keeper = fx.root.keeper_path("down");
+    let mut w = hearth_checkpoints::stream::CheckpointWriter::create(
+        &keeper,
+        &hearth_checkpoints::record::RunnerHeader {
+            task_id: "down".into(),
+            ..Default::default()
+        },
+    )?;
+    w.append(&Record::Process(ProcessStatus {
+        process: "hello".into(),
+        state: Some(ProcessState::Failed),
+        run: Some(0),
+        pid: Some(4242),
+        return_code: Some(7),
+        stop_time: Some(20.0),
+        ..ProcessStatus::default()
+    }))?;
+    w.commit()?;
+    drop(w);
+    let later = std::fs::metadata(fx.root.runner_path("down"))?.modified()?
+        + std::time::Duration::from_secs(1);
+    std::fs::File::options()
+        .write(true)
+        .open(&keeper)?
+        .set_modified(later)?;
+
+    let (_, v) = get_json(&app, "/j/process/down/hello").await?;
+    assert_eq!(v["state"], "FAILED", "{v}");
+    assert_eq!(v["return_code"], 7, "{v}");
+    Ok(())
+}
