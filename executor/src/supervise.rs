@@ -194,8 +194,6 @@ struct Supervisor {
     report_acked: i64,
     /// Status updates written this turn, handed to the reporter once durable.
     reports_out: Vec<StatusReport>,
-    /// Set while [`Supervisor::status`] prints its line.
-    status_line: bool,
     /// Young runs to SIGTERM once more, at this time (see [`Supervisor::signal_runs`]).
     term_again: Option<(Instant, Vec<(String, u32)>)>,
     /// Whether RUNNING was reported (by this executor or an earlier one of the task).
@@ -264,7 +262,6 @@ pub async fn supervise(
         report_seq: replay.reports.last().map_or(0, |r| r.seq),
         report_acked: replay.reports_acked,
         reports_out: Vec::new(),
-        status_line: false,
         term_again: None,
         reported_running: replay.reports.iter().any(|r| r.state == "RUNNING"),
         p,
@@ -530,10 +527,6 @@ async fn connect_keeper(path: &std::path::Path) -> Result<UnixStream, SuperviseE
 }
 
 impl Supervisor {
-    fn task_id(&self) -> &str {
-        &self.p.task_id
-    }
-
     fn writer(&mut self) -> &mut CheckpointWriter {
         &mut self.p.writer
     }
@@ -830,9 +823,19 @@ impl Supervisor {
         };
         self.append(Record::Status(report.clone()));
         self.reports_out.push(report);
-        self.status_line = true;
-        self.event(None, None, state, None, None, None, Some(reason));
-        self.status_line = false;
+        let line = self.render(&Event {
+            time_ms: now_ms(),
+            event: "status",
+            task_id: &self.p.task_id,
+            process: None,
+            run: None,
+            state,
+            pid: None,
+            return_code: None,
+            signal: None,
+            reason: Some(reason),
+        });
+        self.lines.push(line);
     }
 
     /// RUNNING is reported once per task, even across executor restarts.
@@ -1608,16 +1611,11 @@ impl Supervisor {
         signal: Option<i32>,
         reason: Option<&str>,
     ) {
-        let ev = Event {
+        let kind = if process.is_some() { "process" } else { "task" };
+        let line = self.render(&Event {
             time_ms: now_ms(),
-            event: if self.status_line {
-                "status"
-            } else if process.is_some() {
-                "process"
-            } else {
-                "task"
-            },
-            task_id: self.task_id(),
+            event: kind,
+            task_id: &self.p.task_id,
             process,
             run,
             state,
@@ -1625,13 +1623,17 @@ impl Supervisor {
             return_code,
             signal,
             reason,
-        };
-        let line = if self.json {
-            serde_json::to_string(&ev).unwrap_or_default()
-        } else {
-            human_line(&ev)
-        };
+        });
         self.lines.push(line);
+    }
+
+    /// Render a progress line (JSON or human); lines are printed once the turn is durable.
+    fn render(&self, ev: &Event<'_>) -> String {
+        if self.json {
+            serde_json::to_string(ev).unwrap_or_default()
+        } else {
+            human_line(ev)
+        }
     }
 
     /// Make the turn durable, then act on it: send requests, print lines.
