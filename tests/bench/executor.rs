@@ -187,17 +187,7 @@ fn hundred_sleeps(dir: &Path, task_id: &str) -> (f64, f64, f64) {
     let cfg = write_task(dir, task_id, &json!({"name": task_id, "processes": procs}));
     let root = dir.join("root");
     let t0 = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .arg("run")
-        .arg(&cfg)
-        .arg("--root")
-        .arg(&root)
-        .args(["--task-id", task_id, "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = start_task(&cfg, &root, task_id);
     let mut pids = Vec::new();
     while pids.len() < N {
         let line = lines.next().unwrap().unwrap();
@@ -252,17 +242,7 @@ fn restart_loop(dir: &Path, stamp: &Path, runs: usize) -> (Vec<f64>, Vec<f64>) {
         ]}),
     );
     let root = dir.join("root");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .arg("run")
-        .arg(&cfg)
-        .arg("--root")
-        .arg(&root)
-        .args(["--task-id", task_id, "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = start_task(&cfg, &root, task_id);
     let mut arrivals = Vec::new();
     while arrivals.len() < runs {
         let line = lines.next().unwrap().unwrap();
@@ -339,17 +319,7 @@ fn health_cpu(dir: &Path, secs: u64) -> (f64, usize) {
         }),
     );
     let root = dir.join("root");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .arg("run")
-        .arg(&cfg)
-        .arg("--root")
-        .arg(&root)
-        .args(["--task-id", task_id, "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = start_task(&cfg, &root, task_id);
     loop {
         let line = lines.next().unwrap().unwrap();
         let v: Value = serde_json::from_str(&line).unwrap();
@@ -387,4 +357,27 @@ fn health_cpu(dir: &Path, secs: u64) -> (f64, usize) {
     for _ in lines.by_ref() {}
     child.wait().unwrap();
     (pct, n1 - n0)
+}
+
+/// `hearth run CFG --root ROOT --task-id ID --json`, with its progress lines to read.
+fn start_task(
+    cfg: &Path,
+    root: &Path,
+    task_id: &str,
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg("run")
+        .arg(cfg)
+        .arg("--root")
+        .arg(root)
+        .args(["--task-id", task_id, "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
 }
