@@ -194,6 +194,8 @@ struct Supervisor {
     report_acked: i64,
     /// Status updates written this turn, handed to the reporter once durable.
     reports_out: Vec<StatusReport>,
+    /// The planner allowed more launches than one turn takes.
+    more_to_launch: bool,
     /// Young runs to SIGTERM once more, at this time (see [`Supervisor::signal_runs`]).
     term_again: Option<(Instant, Vec<(String, u32)>)>,
     /// Whether RUNNING was reported (by this executor or an earlier one of the task).
@@ -263,6 +265,7 @@ pub async fn supervise(
         report_acked: replay.reports_acked,
         reports_out: Vec::new(),
         term_again: None,
+        more_to_launch: false,
         reported_running: replay.reports.iter().any(|r| r.state == "RUNNING"),
         p,
     };
@@ -964,11 +967,7 @@ impl Supervisor {
                     return;
                 }
                 match self.planner.regular_state() {
-                    PlanState::Running => {
-                        for name in self.planner.runnable(now) {
-                            self.launch(&name);
-                        }
-                    }
+                    PlanState::Running => self.launch_runnable(now),
                     PlanState::Complete => self.begin_cleaning(
                         Ending {
                             state: TaskState::Success,
@@ -1039,9 +1038,7 @@ impl Supervisor {
                         self.kill_hard("finalization_wait expired while finalizing");
                     }
                 } else if self.kill_requested.is_none() {
-                    for name in self.planner.runnable(now) {
-                        self.launch(&name);
-                    }
+                    self.launch_runnable(now);
                 }
             }
         }
@@ -1296,6 +1293,7 @@ impl Supervisor {
             self.planner.next_wakeup(Instant::now()),
             phase,
             self.stray_check,
+            self.more_to_launch.then(Instant::now),
             self.term_again
                 .as_ref()
                 .filter(|_| {
@@ -1312,6 +1310,17 @@ impl Supervisor {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Launch what the planner allows, at most [`LAUNCH_BATCH`] per turn: a turn's spawn requests
+    /// are held in memory until its records are durable, and a bounded batch keeps that peak (and
+    /// so the executor's resident heap) small. The next turn follows at once.
+    fn launch_runnable(&mut self, now: Instant) {
+        let runnable = self.planner.runnable(now);
+        self.more_to_launch = runnable.len() > LAUNCH_BATCH;
+        for name in runnable.into_iter().take(LAUNCH_BATCH) {
+            self.launch(&name);
+        }
     }
 
     /// Record FORKED and ask the keeper to start the process.
@@ -1679,17 +1688,21 @@ impl Supervisor {
         if requests.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::new();
-        for r in requests {
-            if let Ok(mut line) = serde_json::to_vec(r) {
-                line.push(b'\n');
-                buf.extend_from_slice(&line);
+        // In bounded chunks: a launch burst is never serialized whole.
+        let mut buf = Vec::with_capacity(SEND_CHUNK + 1024);
+        for (i, r) in requests.iter().enumerate() {
+            if serde_json::to_writer(&mut buf, r).is_ok() {
+                buf.push(b'\n');
+            }
+            if buf.len() >= SEND_CHUNK || i + 1 == requests.len() {
+                self.keeper_tx
+                    .write_all(&buf)
+                    .await
+                    .map_err(|_| SuperviseError::KeeperGone)?;
+                buf.clear();
             }
         }
-        self.keeper_tx
-            .write_all(&buf)
-            .await
-            .map_err(|_| SuperviseError::KeeperGone)
+        Ok(())
     }
 
     /// Record the terminal state, clean up, and let the keeper go.
@@ -1745,6 +1758,12 @@ impl Supervisor {
 }
 
 const SUCCESS_REASON: &str = "all processes finished";
+
+/// Most processes launched in one turn of the event loop.
+const LAUNCH_BATCH: usize = 32;
+
+/// Requests to the keeper are written in pieces of about this size.
+const SEND_CHUNK: usize = 16 * 1024;
 
 /// A run younger than this when SIGTERM is sent is also signalled directly, and again after
 /// [`TERM_AGAIN_AFTER`].

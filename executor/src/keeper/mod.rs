@@ -330,7 +330,14 @@ impl Keeper {
                     closed = true;
                     break;
                 }
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    // Take a bounded bite: the rest is read on the next turn, so a large burst
+                    // never sits in memory whole (the keeper's heap stays small for good).
+                    if buf.len() >= chunk.len() {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
