@@ -5,13 +5,15 @@
 //!
 //! Run: `cargo bench -p hearth-executor --bench health_cpu`
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use hearth_checkpoints::config::{HealthCheckConfig, HealthChecker};
 use hearth_executor::health::{HealthEvent, HealthMonitor};
 use nix::sys::resource::{UsageWho, getrusage};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 const MONITORS: usize = 10;
 
@@ -23,34 +25,6 @@ fn cpu_seconds() -> f64 {
         }
         Err(_) => f64::NAN,
     }
-}
-
-fn server_bin() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("no target dir")?
-        .to_owned();
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args([
-        "build",
-        "-q",
-        "--bin",
-        "hearth-test-server",
-        "--manifest-path",
-    ]);
-    build.arg(&manifest);
-    if !dir.ends_with("debug") {
-        build.arg("--release");
-    }
-    let ok = build.status().map_err(|e| e.to_string())?.success();
-    if !ok {
-        return Err("building hearth-test-server failed".into());
-    }
-    Ok(dir.join("hearth-test-server"))
 }
 
 fn main() -> ExitCode {
@@ -74,7 +48,7 @@ fn run() -> Result<(), String> {
         .unwrap_or(60);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let log = dir.path().join("server.log");
-    let mut server = Command::new(server_bin()?)
+    let mut server = Command::new(support::test_server_bin()?)
         .args(["--port", "0", "--log"])
         .arg(&log)
         .spawn()

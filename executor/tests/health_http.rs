@@ -1,42 +1,18 @@
 //! The HTTP health checker and the lifecycle POSTs against the real `hearth-test-server`.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::Duration;
 
 use hearth_executor::health::{HttpChecker, HttpProbe, PostOutcome, post_lifecycle};
 
+mod support;
+
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// `target/<profile>/hearth-test-server`, built once per test binary (it belongs to the root
-/// package, so cargo does not build it for this crate's tests).
 fn test_server_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(build_test_server).clone()
-}
-
-fn build_test_server() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("hearth-test-server");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let mut build = Command::new(cargo);
-    build.args([
-        "build",
-        "-q",
-        "--bin",
-        "hearth-test-server",
-        "--manifest-path",
-    ]);
-    build.arg(&manifest);
-    if !dir.ends_with("debug") {
-        build.arg("--release");
-    }
-    let status = build.status().unwrap();
-    assert!(status.success(), "building hearth-test-server failed");
-    bin
+    support::test_server_bin().unwrap()
 }
 
 /// A running test server; killed on drop.
