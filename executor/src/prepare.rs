@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use hearth_checkpoints::config::template::{self, Bindings};
 use hearth_checkpoints::config::{self, TaskConfig};
 use hearth_checkpoints::record::{Record, RunnerHeader, StatusReport, TaskState, TaskStatus};
+use hearth_checkpoints::replay::TaskReplay;
 use hearth_checkpoints::root::{self, Root, TaskPlace};
-use hearth_checkpoints::stream::{self, CheckpointWriter, Replayed};
+use hearth_checkpoints::stream::{self, CheckpointWriter};
 use thiserror::Error;
 
 use crate::cgroup::{self, Limits, TaskCgroup};
@@ -126,8 +127,11 @@ pub struct Prepared {
     pub sandbox: PathBuf,
     pub user: TaskUser,
     pub writer: CheckpointWriter,
-    /// The replayed runner stream when this run recovers a task an earlier executor started.
-    pub recovered: Option<Replayed>,
+    /// The task's state so far: replayed from the stream when this run recovers a task an earlier
+    /// executor started, else what preparation just wrote (header, ACTIVE, STARTING).
+    pub replay: TaskReplay,
+    /// Whether this run recovers a task an earlier executor started.
+    pub recovering: bool,
     pub cgroup: Option<TaskCgroup>,
     /// Printed once: why there is no cgroup.
     pub cgroup_warning: Option<String>,
@@ -262,7 +266,7 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
     };
     let log_dir = sandbox.join(".logs");
     let runner_path = root.runner_path(&task_id);
-    let (writer, header, recovered) = match existing {
+    let (writer, header, replay, recovering) = match existing {
         Some(_) => {
             let (w, replayed) = CheckpointWriter::open_append(&runner_path).map_err(|source| {
                 PrepareError::Checkpoint {
@@ -271,7 +275,7 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
                 }
             })?;
             let header = replayed.replay.header.clone().unwrap_or_default();
-            (w, header, Some(replayed))
+            (w, header, replayed.replay, true)
         }
         None => {
             let header = RunnerHeader {
@@ -288,39 +292,38 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
                 uid: i32::try_from(user.uid).ok(),
                 format_version: Some(hearth_checkpoints::record::FORMAT_VERSION as i32),
             };
-            let mut w = CheckpointWriter::create(&runner_path, &header).map_err(|source| {
-                PrepareError::Checkpoint {
-                    path: runner_path.clone(),
-                    source,
-                }
-            })?;
-            w.append(&Record::Task(TaskStatus {
-                state: TaskState::Active,
-                timestamp_ms: launch_ms,
-                runner_pid: Some(std::process::id() as i32),
-                runner_uid: Some(nix::unistd::getuid().as_raw() as i32),
-                reason: None,
-            }))
-            .map_err(|source| PrepareError::Checkpoint {
+            let ckpt_err = |source| PrepareError::Checkpoint {
                 path: runner_path.clone(),
                 source,
-            })?;
-            // Thermos's first status, written before the sandbox exists.
-            w.append(&Record::Status(StatusReport {
-                seq: 1,
-                state: "STARTING".to_owned(),
-                reason: Some("Initializing sandbox.".to_owned()),
-                timestamp_ms: launch_ms,
-            }))
-            .map_err(|source| PrepareError::Checkpoint {
-                path: runner_path.clone(),
-                source,
-            })?;
-            w.commit().map_err(|source| PrepareError::Checkpoint {
-                path: runner_path.clone(),
-                source,
-            })?;
-            (w, header, None)
+            };
+            let mut w = CheckpointWriter::create(&runner_path, &header).map_err(ckpt_err)?;
+            let mut replay = TaskReplay {
+                header: Some(header.clone()),
+                ..TaskReplay::default()
+            };
+            let first = [
+                Record::Task(TaskStatus {
+                    state: TaskState::Active,
+                    timestamp_ms: launch_ms,
+                    runner_pid: Some(std::process::id() as i32),
+                    runner_uid: Some(nix::unistd::getuid().as_raw() as i32),
+                    reason: None,
+                }),
+                // Thermos's first status, written before the sandbox exists.
+                Record::Status(StatusReport {
+                    seq: 1,
+                    state: "STARTING".to_owned(),
+                    reason: Some("Initializing sandbox.".to_owned()),
+                    timestamp_ms: launch_ms,
+                }),
+            ];
+            for record in &first {
+                w.append(record).map_err(ckpt_err)?;
+                // Our own records in the order we write them: they always apply.
+                let _ = replay.apply(record);
+            }
+            w.commit().map_err(ckpt_err)?;
+            (w, header, replay, false)
         }
     };
 
@@ -329,11 +332,11 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
         .map_err(io_err("create log directory", &log_dir))?;
 
     write_task_config(&root, &task_id, &task)?;
-    if recovered.is_none() {
+    if !recovering {
         record_launch(opts, &ckpt_dir, &task_id)?;
     }
 
-    let (cgroup, cgroup_warning) = setup_cgroup(opts, &task_id, &task, recovered.is_some())?;
+    let (cgroup, cgroup_warning) = setup_cgroup(opts, &task_id, &task, recovering)?;
 
     let keeper_socket = keeper::socket_path(&ckpt_dir);
     let keeper_stream = root.keeper_path(&task_id);
@@ -356,7 +359,8 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
         sandbox,
         user,
         writer,
-        recovered,
+        replay,
+        recovering,
         cgroup,
         cgroup_warning,
         keeper_socket,

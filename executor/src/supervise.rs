@@ -204,7 +204,7 @@ struct Supervisor {
 
 /// Supervise a prepared task until it ends. Runs inside a tokio runtime.
 pub async fn supervise(
-    p: Prepared,
+    mut p: Prepared,
     json: bool,
     scheduler: Option<&str>,
     kill_on_start: bool,
@@ -223,16 +223,10 @@ pub async fn supervise(
         }
     });
 
-    // A fresh task's stream holds what preparation wrote (header, ACTIVE, STARTING): replay it
-    // too, so both paths start from the same state.
-    let replay = match &p.recovered {
-        Some(r) => r.replay.clone(),
-        None => hearth_checkpoints::stream::replay_path(p.writer.path())
-            .map(|r| r.replay)
-            .unwrap_or_default(),
-    };
+    // The replay lives on in the supervisor's own state; `p` keeps none.
+    let replay = std::mem::take(&mut p.replay);
     let now = Instant::now();
-    let planner = if p.recovered.is_some() {
+    let planner = if p.recovering {
         Planner::from_replay(&p.task, &replay, now, now_secs())?
     } else {
         Planner::new(&p.task)
@@ -300,7 +294,7 @@ pub async fn supervise(
     s.event(
         None,
         None,
-        if s.p.recovered.is_some() {
+        if s.p.recovering {
             "RECOVERED"
         } else {
             "STARTED"
