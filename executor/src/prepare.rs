@@ -369,18 +369,21 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
     })
 }
 
-/// Fork the keeper, which forks again so that it is not our child (a crashed executor must not
-/// leave it a zombie, and it must outlive us).
+/// Bind the keeper's socket, then fork the keeper, which inherits it. The keeper stays our child
+/// while we live; if we die first it is re-parented (to init or the nearest subreaper) and
+/// outlives us, and a restarted executor reaches it through the same socket.
 fn start_keeper(paths: &KeeperPaths) -> Result<(), PrepareError> {
     if !crate::spawn::is_single_threaded() {
         return Err(PrepareError::Usage(
             "internal error: the keeper must be forked before any thread starts".into(),
         ));
     }
+    let listener = keeper::bind_socket(&paths.socket)
+        .map_err(io_err("bind the keeper socket", &paths.socket))?;
     let p = paths.clone();
     crate::spawn::fork_keeper(move || {
         keeper::rename_process(&p.task_id);
-        keeper::run(&p)
+        keeper::run(&p, listener)
     })
     .map(drop)
     .map_err(io_err("fork the keeper for", &paths.socket))

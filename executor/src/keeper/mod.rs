@@ -64,6 +64,19 @@ pub fn socket_path(checkpoint_dir: &Path) -> PathBuf {
     checkpoint_dir.join("keeper.sock")
 }
 
+/// Bind a keeper's socket at `path` (replacing a stale one), readable only by its owner. The
+/// executor binds it before forking the keeper, which inherits the listener.
+pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
 /// Seconds since the epoch, as Thermos records times.
 pub fn now_secs() -> f64 {
     std::time::SystemTime::now()
@@ -117,8 +130,11 @@ pub fn rename_process(task_id: &str) {
 
 /// Run the keeper until the executor asks it to shut down and no child is left. Returns the
 /// process exit code. Runs in the process [`crate::spawn::fork_keeper`] forked from the executor.
-pub fn run(paths: &KeeperPaths) -> i32 {
-    match Keeper::start(paths, &[]).and_then(|mut k| k.serve()) {
+///
+/// `listener` is the keeper's socket, bound by the executor before the fork: the executor can
+/// then connect at once, its connection waiting in the backlog until the keeper accepts it.
+pub fn run(paths: &KeeperPaths, listener: UnixListener) -> i32 {
+    match Keeper::start(paths, listener).and_then(|mut k| k.serve()) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("hearth keeper for {}: {e}", paths.task_id);
@@ -153,8 +169,8 @@ struct Keeper {
 }
 
 impl Keeper {
-    fn start(paths: &KeeperPaths, keep_fds: &[RawFd]) -> io::Result<Keeper> {
-        close_inherited_fds(keep_fds);
+    fn start(paths: &KeeperPaths, listener: UnixListener) -> io::Result<Keeper> {
+        close_inherited_fds(&[listener.as_raw_fd()]);
         // Keep the console's stderr for processes that log to it, then send our own
         // diagnostics to keeper.log.
         let console_out = std::io::stdout().as_fd().try_clone_to_owned()?;
@@ -201,9 +217,6 @@ impl Keeper {
             .write(true)
             .open("/dev/null")?;
 
-        let _ = std::fs::remove_file(&paths.socket);
-        let listener = UnixListener::bind(&paths.socket)?;
-        std::fs::set_permissions(&paths.socket, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
 
         Ok(Keeper {
