@@ -6,6 +6,7 @@
 //! (b) launch: from starting `hearth run` to all 100 processes RUNNING in the checkpoint (the
 //!     executor prints a process's RUNNING line only after the record is durable), next to a
 //!     minimal C fork/exec loop starting the same 100 `bash -c` commands in the same trial;
+//! (b') the same launch with `--no-cgroups`, the fallback for hosts without usable cgroups;
 //! (c) exit to durable record: from the moment a process exits (it stamps the wall clock right
 //!     before `_exit`) to its durable exit record (the executor's line, printed after the fsync);
 //! (d) restart latency with `min_duration: 0`: from a run's exit stamp to the start of the next run
@@ -52,11 +53,14 @@ fn main() {
     let mut kill = Vec::new();
     for t in 0..trials {
         floor.push(c_floor(&forkloop));
-        let (l, p, k) = hundred_sleeps(dir.path(), &format!("sleeps-{t}"));
+        let (l, p, k) = hundred_sleeps(dir.path(), &format!("sleeps-{t}"), &[]);
         launch.push(l);
         pss.push(p);
         kill.push(k);
     }
+    let no_cgroups: Vec<f64> = (0..trials)
+        .map(|t| hundred_sleeps(dir.path(), &format!("plain-{t}"), &["--no-cgroups"]).0)
+        .collect();
     let (exit_lat, restart_lat) = restart_loop(dir.path(), &stamp, 200);
     let idle_secs: u64 = std::env::var("HEARTH_BENCH_IDLE_SECS")
         .ok()
@@ -85,6 +89,11 @@ fn main() {
         pct(&ratios, 1.0),
         ratios.iter().filter(|r| **r <= 1.2).count(),
         pct(&launch, 0.0) / pct(&floor, 0.0)
+    );
+    println!(
+        "(b') the same launch with --no-cgroups (process groups and the subreaper): {} ({})",
+        ms(&no_cgroups),
+        range(&no_cgroups)
     );
     println!(
         "(c) process exit to durable record: median {:.3} ms, p90 {:.3} ms over {} exits (target median < 1 ms)",
@@ -191,14 +200,14 @@ fn alive(pid: i32) -> bool {
 }
 
 /// Launch N sleeps, measure launch time and PSS, then kill and measure teardown.
-fn hundred_sleeps(dir: &Path, task_id: &str) -> (f64, f64, f64) {
+fn hundred_sleeps(dir: &Path, task_id: &str, extra: &[&str]) -> (f64, f64, f64) {
     let procs: Vec<Value> = (0..N)
         .map(|i| json!({"name": format!("s{i:03}"), "cmdline": "sleep 1000"}))
         .collect();
     let cfg = write_task(dir, task_id, &json!({"name": task_id, "processes": procs}));
     let root = dir.join("root");
     let t0 = Instant::now();
-    let (mut child, mut lines) = start_task(&cfg, &root, task_id);
+    let (mut child, mut lines) = start_task(&cfg, &root, task_id, extra);
     let mut pids = Vec::new();
     while pids.len() < N {
         let line = lines.next().unwrap().unwrap();
@@ -253,7 +262,7 @@ fn restart_loop(dir: &Path, stamp: &Path, runs: usize) -> (Vec<f64>, Vec<f64>) {
         ]}),
     );
     let root = dir.join("root");
-    let (mut child, mut lines) = start_task(&cfg, &root, task_id);
+    let (mut child, mut lines) = start_task(&cfg, &root, task_id, &[]);
     let mut arrivals = Vec::new();
     while arrivals.len() < runs {
         let line = lines.next().unwrap().unwrap();
@@ -330,7 +339,7 @@ fn health_cpu(dir: &Path, secs: u64) -> (f64, usize) {
         }),
     );
     let root = dir.join("root");
-    let (mut child, mut lines) = start_task(&cfg, &root, task_id);
+    let (mut child, mut lines) = start_task(&cfg, &root, task_id, &[]);
     loop {
         let line = lines.next().unwrap().unwrap();
         let v: Value = serde_json::from_str(&line).unwrap();
@@ -375,6 +384,7 @@ fn start_task(
     cfg: &Path,
     root: &Path,
     task_id: &str,
+    extra: &[&str],
 ) -> (
     std::process::Child,
     std::io::Lines<BufReader<std::process::ChildStdout>>,
@@ -385,6 +395,7 @@ fn start_task(
         .arg("--root")
         .arg(root)
         .args(["--task-id", task_id, "--json"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
