@@ -48,12 +48,14 @@ fn main() {
     let stamp = compile(dir.path(), "stamp_exit");
 
     let mut pss = Vec::new();
+    let mut pss_kinds = Vec::new();
     let mut launch = Vec::new();
     let mut floor = Vec::new();
     let mut kill = Vec::new();
     for t in 0..trials {
         floor.push(c_floor(&forkloop));
-        let (l, p, k) = hundred_sleeps(dir.path(), &format!("sleeps-{t}"), &[]);
+        let (l, p, k, kinds) = hundred_sleeps(dir.path(), &format!("sleeps-{t}"), &[]);
+        pss_kinds.push(kinds);
         launch.push(l);
         pss.push(p);
         kill.push(k);
@@ -73,6 +75,24 @@ fn main() {
     println!(
         "(a) overhead PSS, executor + keeper, {N} sleeps: {:.0} KiB (target <= 4096 KiB)",
         median(&pss)
+    );
+    let kind = |i: usize| {
+        median(
+            &pss_kinds
+                .iter()
+                .map(|k: &Vec<f64>| k[i])
+                .collect::<Vec<_>>(),
+        )
+    };
+    println!(
+        "    of which: hearth code {:.0}, hearth data {:.0}, heap {:.0}, stack {:.0}, shared \
+         libraries {:.0}, other {:.0} KiB",
+        kind(0),
+        kind(1),
+        kind(2),
+        kind(3),
+        kind(4),
+        kind(5)
     );
     let ratios: Vec<f64> = launch.iter().zip(&floor).map(|(h, c)| h / c).collect();
     let range = |d: &[f64]| format!("{:.1}..{:.1} ms", pct(d, 0.0) * 1e3, pct(d, 1.0) * 1e3);
@@ -179,6 +199,37 @@ fn write_task(dir: &Path, name: &str, task: &Value) -> PathBuf {
     path
 }
 
+/// PSS of `pid` by kind of mapping, in KiB: the `hearth` executable's code, the rest of the
+/// executable (read-only data, relocated data), heap, stack, shared libraries, everything else.
+fn pss_by_kind(pid: i32) -> [f64; 6] {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut kinds = [0.0; 6];
+    let mut kind = 5;
+    for line in smaps.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let first = fields.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            let perms = fields.next().unwrap_or("");
+            let path = fields.nth(3).unwrap_or("");
+            kind = if path == exe.to_string_lossy() {
+                if perms.contains('x') { 0 } else { 1 }
+            } else if path == "[heap]" {
+                2
+            } else if path == "[stack]" {
+                3
+            } else if path.starts_with('/') {
+                4
+            } else {
+                5
+            };
+        } else if first == "Pss:" {
+            kinds[kind] += fields.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        }
+    }
+    kinds
+}
+
 fn pss_kib(pid: i32) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     s.lines()
@@ -200,7 +251,7 @@ fn alive(pid: i32) -> bool {
 }
 
 /// Launch N sleeps, measure launch time and PSS, then kill and measure teardown.
-fn hundred_sleeps(dir: &Path, task_id: &str, extra: &[&str]) -> (f64, f64, f64) {
+fn hundred_sleeps(dir: &Path, task_id: &str, extra: &[&str]) -> (f64, f64, f64, Vec<f64>) {
     let procs: Vec<Value> = (0..N)
         .map(|i| json!({"name": format!("s{i:03}"), "cmdline": "sleep 1000"}))
         .collect();
@@ -229,6 +280,8 @@ fn hundred_sleeps(dir: &Path, task_id: &str, extra: &[&str]) -> (f64, f64, f64) 
     // Let the executor settle (its allocations after the launch burst) before reading PSS.
     std::thread::sleep(Duration::from_millis(200));
     let pss = pss_kib(child.id() as i32) + pss_kib(keeper);
+    let (e, k) = (pss_by_kind(child.id() as i32), pss_by_kind(keeper));
+    let kinds: Vec<f64> = e.iter().zip(&k).map(|(a, b)| a + b).collect();
 
     let t1 = Instant::now();
     nix::sys::signal::kill(
@@ -246,7 +299,7 @@ fn hundred_sleeps(dir: &Path, task_id: &str, extra: &[&str]) -> (f64, f64, f64) 
     let kill = t1.elapsed().as_secs_f64();
     for _ in lines.by_ref() {}
     child.wait().unwrap();
-    (launch, pss, kill)
+    (launch, pss, kill, kinds)
 }
 
 /// A daemon that exits at once, `runs` times: exit-to-record and restart latencies.
