@@ -333,3 +333,45 @@ fn kill_adopts_a_task_whose_executor_died_and_tears_it_down() -> TestResult {
     assert_eq!(runs(&r, "server")[0].state, ProcessState::Killed);
     Ok(())
 }
+
+#[test]
+fn an_executor_killed_during_teardown_is_restarted_and_ends_the_task_killed() -> TestResult {
+    let env = Env::new();
+    // The shell shrugs off SIGTERM, so the task stays in CLEANING until the SIGKILL.
+    let cfg = env.task(
+        "tear",
+        json!([{"name": "stubborn", "cmdline":
+            "trap 'echo term >> got_term' TERM; touch ready; while true; do sleep 0.1; done"}]),
+        json!({"finalization_wait": 3}),
+    );
+    let exec = env.spawn(&cfg, "tear", &[]);
+    wait_until("the shell to set its trap", Duration::from_secs(20), || {
+        env.sandbox("tear").join("ready").exists()
+    });
+    let term = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(exec.id() as i32),
+        nix::sys::signal::SIGTERM,
+    );
+    assert!(term.is_ok(), "{term:?}");
+    wait_until("CLEANING to be recorded", Duration::from_secs(10), || {
+        env.replay("tear").state() == TaskState::Cleaning
+    });
+    kill9(exec);
+    let cleaning = env
+        .replay("tear")
+        .statuses
+        .into_iter()
+        .rfind(|s| s.state == TaskState::Cleaning)
+        .unwrap();
+    assert_eq!(cleaning.outcome, Some(TaskState::Killed), "{cleaning:?}");
+
+    let out = env.run(&cfg, "tear", &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let r = env.replay("tear");
+    assert_eq!(r.state(), TaskState::Killed);
+    let run = &runs(&r, "stubborn")[0];
+    assert_eq!(run.state, ProcessState::Killed);
+    assert!(!common::alive(run.pid.unwrap()), "the process survived");
+    assert!(env.sandbox("tear").join("got_term").exists());
+    Ok(())
+}

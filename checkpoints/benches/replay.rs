@@ -46,6 +46,7 @@ fn write_stream(path: &Path, procs: usize, bytes: u64) -> u64 {
             runner_pid: Some(1),
             runner_uid: Some(0),
             reason: None,
+            outcome: None,
         }),
     );
     records += 1;

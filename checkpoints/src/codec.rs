@@ -416,7 +416,7 @@ impl<'a> Reader<'a> {
     fn task(&mut self) -> Result<TaskStatus, DecodeError> {
         const S: &str = "TaskStatus";
         let (mut state, mut ts) = (None, None);
-        let (mut runner_pid, mut runner_uid, mut reason) = (None, None, None);
+        let (mut runner_pid, mut runner_uid, mut reason, mut outcome) = (None, None, None, None);
         loop {
             match self.field()? {
                 (TType::Stop, _) => break,
@@ -432,6 +432,14 @@ impl<'a> Reader<'a> {
                 (TType::I32, 3) => runner_pid = Some(self.i32()?),
                 (TType::I32, 4) => runner_uid = Some(self.i32()?),
                 (TType::String, 100) => reason = Some(self.string(S, "reason")?),
+                (TType::I32, 101) => {
+                    let v = self.i32()?;
+                    outcome = Some(TaskState::from_i32(v).ok_or(DecodeError::BadEnum {
+                        structure: S,
+                        field: "outcome",
+                        value: v,
+                    })?);
+                }
                 (t, _) => self.unknown(t)?,
             }
         }
@@ -441,6 +449,7 @@ impl<'a> Reader<'a> {
             runner_pid,
             runner_uid,
             reason,
+            outcome,
         })
     }
 
@@ -603,6 +612,7 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
             w.opt_i32(3, t.runner_pid);
             w.opt_i32(4, t.runner_uid);
             w.opt_string(100, t.reason.as_deref());
+            w.opt_i32(101, t.outcome.map(|o| o as i32));
             w.stop();
         }
         Record::Snooze(s) => {
@@ -745,6 +755,7 @@ mod tests {
                 runner_pid: Some(9),
                 runner_uid: None,
                 reason: Some("Failed health check! timeout".into()),
+                outcome: Some(TaskState::Failed),
             }),
             Record::Snooze(SnoozeEvent {
                 active: true,
@@ -847,6 +858,7 @@ mod tests {
                 runner_pid: None,
                 runner_uid: None,
                 reason: None,
+                outcome: None,
             }))
         );
     }

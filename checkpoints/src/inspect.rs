@@ -585,6 +585,7 @@ mod tests {
                 runner_pid: Some(10),
                 runner_uid: Some(0),
                 reason: None,
+                outcome: None,
             },
             TaskStatus {
                 state: TaskState::Killed,
@@ -592,6 +593,7 @@ mod tests {
                 runner_pid: Some(10),
                 runner_uid: Some(0),
                 reason: Some("killed by operator".to_owned()),
+                outcome: None,
             },
         ];
         let replay = TaskReplay {

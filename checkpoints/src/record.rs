@@ -194,6 +194,10 @@ pub struct TaskStatus {
     pub runner_uid: Option<i32>,
     /// Thrift 100 (Hearth): human-readable reason (`Failed health check! ...`).
     pub reason: Option<String>,
+    /// Thrift 101 (Hearth): on `CLEANING` and `FINALIZING`, the terminal state the task was
+    /// decided to end in, so that an executor restarted during teardown finishes it the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<TaskState>,
 }
 
 /// Hearth-only (`RunnerCkpt` field 100): a health-check snooze started or ended.

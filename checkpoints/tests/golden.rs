@@ -44,6 +44,7 @@ fn task(state: TaskState, at: i64, reason: Option<&str>) -> Record {
         runner_pid: Some(4242),
         runner_uid: Some(0),
         reason: reason.map(str::to_owned),
+        outcome: None,
     })
 }
 

@@ -28,6 +28,7 @@ fn status(at: i64) -> Record {
         runner_pid: None,
         runner_uid: None,
         reason: None,
+        outcome: None,
     })
 }
 
@@ -225,6 +226,7 @@ fn an_oversized_record_is_refused_and_nothing_is_buffered() -> TestResult {
         runner_pid: None,
         runner_uid: None,
         reason: Some("x".repeat(MAX_PAYLOAD)),
+        outcome: None,
     });
     let err = w.append(&big);
     assert!(

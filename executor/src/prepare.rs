@@ -308,6 +308,7 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
                     runner_pid: Some(std::process::id() as i32),
                     runner_uid: Some(nix::unistd::getuid().as_raw() as i32),
                     reason: None,
+                    outcome: None,
                 }),
                 // Thermos's first status, written before the sandbox exists.
                 Record::Status(StatusReport {

@@ -502,6 +502,25 @@ async fn sleep_until(when: Option<Instant>) {
     }
 }
 
+/// The outcome of a task found in CLEANING or FINALIZING by a restarted executor.
+fn ending_from_replay(replay: &TaskReplay) -> Ending {
+    // The outcome was decided when CLEANING began and is recorded with it (and with
+    // FINALIZING). Streams written before that field existed carry it only in the reason.
+    let last = replay.statuses.last();
+    let reason = last.and_then(|s| s.reason.clone()).unwrap_or_default();
+    if let Some(state) = last.and_then(|s| s.outcome) {
+        return Ending { state, reason };
+    }
+    let state = if reason.starts_with("killed") {
+        TaskState::Killed
+    } else if reason.is_empty() || reason == SUCCESS_REASON {
+        TaskState::Success
+    } else {
+        TaskState::Failed
+    };
+    Ending { state, reason }
+}
+
 /// Connect to the keeper, waiting (bounded) for a freshly forked one to bind its socket.
 async fn connect_keeper(path: &std::path::Path) -> Result<UnixStream, SuperviseError> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -597,7 +616,7 @@ impl Supervisor {
         match replay.state() {
             TaskState::Cleaning => {
                 // Resume at SIGTERM: it is safe to repeat, and the lifecycle POSTs had their turn.
-                self.ending = Some(self.ending_from_replay(replay));
+                self.ending = Some(ending_from_replay(replay));
                 self.enter_term();
                 self.budget_end = Some(now + wait);
             }
@@ -605,27 +624,10 @@ impl Supervisor {
                 self.phase = Phase::Finalizing {
                     deadline: now + wait,
                 };
-                self.ending = Some(self.ending_from_replay(replay));
+                self.ending = Some(ending_from_replay(replay));
             }
             _ => {}
         }
-    }
-
-    fn ending_from_replay(&self, replay: &TaskReplay) -> Ending {
-        // The outcome was decided when CLEANING began; it is carried in that status's reason.
-        let reason = replay
-            .statuses
-            .last()
-            .and_then(|s| s.reason.clone())
-            .unwrap_or_default();
-        let state = if reason.starts_with("killed") {
-            TaskState::Killed
-        } else if reason.is_empty() || reason == SUCCESS_REASON {
-            TaskState::Success
-        } else {
-            TaskState::Failed
-        };
-        Ending { state, reason }
     }
 
     /// Write one process record: bump the seq, fill in process and state.
@@ -647,13 +649,17 @@ impl Supervisor {
         self.append(Record::Process(rec));
     }
 
-    fn record_task(&mut self, state: TaskState, reason: Option<String>) {
+    /// Write one task record. `ending` gives its reason and, while tearing down (CLEANING,
+    /// FINALIZING), the outcome the task will end in.
+    fn record_task(&mut self, state: TaskState, ending: Option<&Ending>) {
+        let tearing_down = matches!(state, TaskState::Cleaning | TaskState::Finalizing);
         self.append(Record::Task(TaskStatus {
             state,
             timestamp_ms: now_ms(),
             runner_pid: Some(std::process::id() as i32),
             runner_uid: Some(nix::unistd::getuid().as_raw() as i32),
-            reason,
+            reason: ending.map(|e| e.reason.clone()),
+            outcome: ending.filter(|_| tearing_down).map(|e| e.state),
         }));
     }
 
@@ -1080,7 +1086,7 @@ impl Supervisor {
             d.stop();
         }
         self.disk_rx = None;
-        self.record_task(TaskState::Cleaning, Some(ending.reason.clone()));
+        self.record_task(TaskState::Cleaning, Some(&ending));
         self.planner.set_task_state(TaskState::Cleaning);
         self.event(
             None,
@@ -1175,10 +1181,8 @@ impl Supervisor {
         let deadline = self
             .budget_end
             .unwrap_or_else(|| Instant::now() + self.p.task.finalization_wait);
-        self.record_task(
-            TaskState::Finalizing,
-            self.ending.as_ref().map(|e| e.reason.clone()),
-        );
+        let ending = self.ending.clone();
+        self.record_task(TaskState::Finalizing, ending.as_ref());
         self.planner.set_task_state(TaskState::Finalizing);
         self.term_again = None;
         self.event(None, None, "FINALIZING", None, None, None, None);
@@ -1701,7 +1705,7 @@ impl Supervisor {
 
     /// Record the terminal state, clean up, and let the keeper go.
     async fn finish(&mut self, ending: &Ending) -> Result<(), SuperviseError> {
-        self.record_task(ending.state, Some(ending.reason.clone()));
+        self.record_task(ending.state, Some(ending));
         self.event(
             None,
             None,
@@ -1807,4 +1811,54 @@ pub fn signal_name(sig: i32) -> String {
     nix::sys::signal::Signal::try_from(sig)
         .map(|s| s.as_str().to_owned())
         .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replay_ending_in(status: TaskStatus) -> TaskReplay {
+        TaskReplay {
+            statuses: vec![status],
+            ..TaskReplay::default()
+        }
+    }
+
+    fn teardown(reason: &str, outcome: Option<TaskState>) -> TaskStatus {
+        TaskStatus {
+            state: TaskState::Cleaning,
+            timestamp_ms: 1,
+            runner_pid: None,
+            runner_uid: None,
+            reason: Some(reason.to_owned()),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn a_recorded_outcome_wins_over_the_reason_text() {
+        // A reason that the text rule would read as KILLED, recorded as FAILED.
+        let r = replay_ending_in(teardown("killed-looking reason", Some(TaskState::Failed)));
+        assert_eq!(
+            ending_from_replay(&r),
+            Ending {
+                state: TaskState::Failed,
+                reason: "killed-looking reason".into()
+            }
+        );
+    }
+
+    #[test]
+    fn streams_without_the_outcome_fall_back_to_the_reason_text() {
+        let cases = [
+            ("killed by hearth kill", TaskState::Killed),
+            (SUCCESS_REASON, TaskState::Success),
+            ("", TaskState::Success),
+            ("Failed health check! timeout", TaskState::Failed),
+        ];
+        for (reason, state) in cases {
+            let r = replay_ending_in(teardown(reason, None));
+            assert_eq!(ending_from_replay(&r).state, state, "reason {reason:?}");
+        }
+    }
 }

@@ -82,6 +82,7 @@ fn write_task(root: &Root, sandboxes: &Path, i: usize, active: bool) -> Result<S
         runner_pid: Some(1),
         runner_uid: Some(0),
         reason: None,
+        outcome: None,
     }))?;
     for (k, name) in names.iter().enumerate() {
         let runs = if *name == "server" { 2 } else { 1 };
@@ -134,6 +135,7 @@ fn write_task(root: &Root, sandboxes: &Path, i: usize, active: bool) -> Result<S
             runner_pid: Some(1),
             runner_uid: Some(0),
             reason: None,
+            outcome: None,
         }))?;
     }
     w.commit()?;

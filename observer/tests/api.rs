@@ -212,6 +212,7 @@ async fn appended_records_are_read_incrementally() -> TestResult {
         runner_pid: None,
         runner_uid: None,
         reason: None,
+        outcome: None,
     }))?;
     w.commit()?;
     let size_after = std::fs::metadata(fx.root.runner_path("grow"))?.len();
@@ -240,6 +241,7 @@ async fn torn_tail_is_reread_once_complete() -> TestResult {
         runner_pid: None,
         runner_uid: None,
         reason: Some("boom".into()),
+        outcome: None,
     }))?;
     sw.commit()?;
     let all = std::fs::read(&scratch)?;

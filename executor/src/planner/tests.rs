@@ -555,6 +555,7 @@ fn recovers_mid_run_state_from_replay() -> TestResult {
             runner_pid: None,
             runner_uid: None,
             reason: None,
+            outcome: None,
         }],
         ..TaskReplay::default()
     };
@@ -628,6 +629,7 @@ fn replay_resumes_the_final_stage() -> TestResult {
         runner_pid: None,
         runner_uid: None,
         reason: None,
+        outcome: None,
     };
     let replay = TaskReplay {
         processes,

@@ -143,6 +143,7 @@ impl Fixture {
             runner_pid: Some(1),
             runner_uid: Some(0),
             reason: None,
+            outcome: None,
         }))?;
         let t0 = spec.launch_ms as f64 / 1000.0;
         for (name, runs) in &spec.processes {
@@ -190,6 +191,7 @@ impl Fixture {
                 runner_pid: Some(1),
                 runner_uid: Some(0),
                 reason: None,
+                outcome: None,
             }))?;
         }
         w.commit()?;
