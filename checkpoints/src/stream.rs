@@ -22,9 +22,16 @@
 //! # Durability
 //!
 //! [`CheckpointWriter::append`] only buffers. A record is durable once
-//! [`CheckpointWriter::commit`] has returned `Ok`: callers must not act on a record, nor report
-//! it to anyone, before then. `commit` writes every buffered record and issues one fsync (group
-//! commit: one fsync per burst of records, none when nothing is pending).
+//! [`CheckpointWriter::commit`] has returned `Ok`: callers must not report it to anyone, nor act
+//! on it in a way that outlives the machine, before then. `commit` writes every buffered record
+//! and issues one fsync (group commit: one fsync per burst of records, none when nothing is
+//! pending or unsynced).
+//!
+//! [`CheckpointWriter::write_out`] writes the buffered records without an fsync. They then
+//! survive the writer's own crash (even `kill -9`: the kernel holds them and a later reader sees
+//! them), but not the machine's. That is enough before a request whose effects die with the
+//! machine too — starting a process — and it lets a launch burst go out without waiting for the
+//! disk; the next `commit` makes them durable along with whatever follows.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -127,9 +134,10 @@ pub enum CheckpointError {
 
 /// Appends records to a Hearth stream with group commit.
 ///
-/// Records are durable only after [`CheckpointWriter::commit`] returns `Ok`: callers must not act
-/// on, or report, a record before then. Records still buffered when the writer is dropped are
-/// lost, as if the process had crashed.
+/// Records are durable only after [`CheckpointWriter::commit`] returns `Ok`: callers must not
+/// report a record before then. [`CheckpointWriter::write_out`] hands them to the kernel without
+/// an fsync (see the module docs). Records still buffered when the writer is dropped are lost,
+/// as if the process had crashed.
 ///
 /// After a failed write or fsync the writer is poisoned (what reached the disk is unknown, and a
 /// retried fsync can report success for data that was dropped): every later call fails with
@@ -140,6 +148,8 @@ pub struct CheckpointWriter {
     file: File,
     path: PathBuf,
     pending: Vec<u8>,
+    /// Bytes were written since the last fsync.
+    unsynced: bool,
     fsyncs: u64,
     poisoned: bool,
 }
@@ -183,6 +193,7 @@ impl CheckpointWriter {
             file,
             path: path.to_owned(),
             pending: file_header().to_vec(),
+            unsynced: false,
             fsyncs: 0,
             poisoned: false,
         };
@@ -229,6 +240,7 @@ impl CheckpointWriter {
             file,
             path: path.to_owned(),
             pending: Vec::new(),
+            unsynced: false,
             fsyncs: 0,
             poisoned: false,
         };
@@ -289,8 +301,20 @@ impl CheckpointWriter {
     }
 
     /// Write every buffered record and fsync once. Free (no system call) when nothing is
-    /// pending. When this returns `Ok`, the records are durable.
+    /// pending and everything written is already synced. When this returns `Ok`, every record
+    /// appended so far is durable.
     pub fn commit(&mut self) -> Result<(), CheckpointError> {
+        self.write_out()?;
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.sync()
+    }
+
+    /// Write every buffered record to the file without an fsync: they survive this process's
+    /// crash, not the machine's, until the next [`CheckpointWriter::commit`]. Free when nothing
+    /// is pending.
+    pub fn write_out(&mut self) -> Result<(), CheckpointError> {
         self.check_poisoned()?;
         if self.pending.is_empty() {
             return Ok(());
@@ -304,11 +328,13 @@ impl CheckpointWriter {
             });
         }
         self.pending.clear();
-        self.sync()
+        self.unsynced = true;
+        Ok(())
     }
 
     fn sync(&mut self) -> Result<(), CheckpointError> {
         self.fsyncs += 1;
+        self.unsynced = false;
         self.file.sync_data().map_err(|source| {
             self.poisoned = true;
             CheckpointError::Io {

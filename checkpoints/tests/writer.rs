@@ -60,6 +60,29 @@ fn group_commit_issues_one_fsync_per_burst_and_none_when_idle() -> TestResult {
 }
 
 #[test]
+fn write_out_reaches_the_file_without_an_fsync_and_the_next_commit_syncs_it() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("runner");
+    let mut w = CheckpointWriter::create(&path, &header())?;
+    let base = w.fsyncs();
+    w.append(&status(1))?;
+    w.append(&status(2))?;
+    w.write_out()?;
+    assert!(!w.has_pending());
+    assert_eq!(w.fsyncs(), base, "write_out must not fsync");
+    // A reader (another process after a crash of this one) sees the records at once.
+    assert_eq!(replay_path(&path)?.records, 3);
+    w.write_out()?;
+    assert_eq!(w.fsyncs(), base);
+    // Nothing is pending, but written bytes are not yet durable: commit must still fsync.
+    w.commit()?;
+    assert_eq!(w.fsyncs(), base + 1);
+    w.commit()?;
+    assert_eq!(w.fsyncs(), base + 1, "everything is synced now");
+    Ok(())
+}
+
+#[test]
 fn appended_records_reach_the_file_only_at_commit() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("runner");

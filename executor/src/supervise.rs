@@ -4,7 +4,9 @@
 //! One loop, one phase variable. Each turn: launch what the planner allows, commit every record
 //! of the turn with one fsync (group commit), and only then send spawn requests, acknowledge exits
 //! to the keeper and print progress — a transition is never acted on or reported before it is
-//! durable. Then wait for the next keeper message, planner wake-up, phase deadline or signal.
+//! durable. (A turn that only launches is written out without the fsync: see
+//! [`Supervisor::flush`].) Then wait for the next keeper message, planner wake-up, phase deadline
+//! or signal.
 //!
 //! Phases follow Thermos: ACTIVE (the regular plan) → CLEANING (SIGTERM to what is left, up to
 //! `finalization_wait`) → FINALIZING (SIGKILL the rest, run final processes within what is left of
@@ -1644,8 +1646,20 @@ impl Supervisor {
     }
 
     /// Make the turn durable, then act on it: send requests, print lines.
+    ///
+    /// A turn that only launches (FORKED records and spawn requests, nothing printed or
+    /// reported) is written out without an fsync: a spawn request is idempotent and its effect —
+    /// a process — dies with the machine, so the record only has to outlive this executor,
+    /// which the kernel's copy does. Every other turn is committed with one fsync first.
     async fn flush(&mut self) -> Result<(), SuperviseError> {
-        self.p.writer.commit()?;
+        let launch_only = self.lines.is_empty()
+            && self.reports_out.is_empty()
+            && self.outbox.iter().all(|r| matches!(r, Request::Spawn(_)));
+        if launch_only {
+            self.p.writer.write_out()?;
+        } else {
+            self.p.writer.commit()?;
+        }
         self.send_reports();
         let outbox = std::mem::take(&mut self.outbox);
         self.send_now(&outbox).await?;

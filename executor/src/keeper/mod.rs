@@ -11,7 +11,8 @@
 //! * reaps its children, writes each exit to its own checkpoint stream
 //!   (`checkpoints/<task_id>/keeper`) and fsyncs it (one fsync per burst) *before* telling anyone,
 //!   then sends the exit to the executor if one is connected, and again on every new connection
-//!   until the executor acknowledges it;
+//!   until the executor acknowledges it (spawns are written to the same stream, unsynced: see
+//!   [`hearth_checkpoints::stream::CheckpointWriter::write_out`]);
 //! * answers a restarted executor over the Unix socket `checkpoints/<task_id>/keeper.sock`.
 //!
 //! It is single-threaded and has no async runtime: one `poll` loop over the listening socket, the
@@ -368,8 +369,8 @@ impl Keeper {
         if buf.len() > 16 * 1024 * 1024 {
             closed = true;
         }
-        // Handle the whole burst, commit its records with one fsync, then answer. Runs of
-        // consecutive spawns are forked back to back (see `spawn_batch`).
+        // Handle the whole burst, write its records out, then answer. Runs of consecutive
+        // spawns are forked back to back (see `spawn_batch`).
         let mut replies = Vec::with_capacity(requests.len());
         let mut spawns = Vec::new();
         for req in requests {
@@ -387,7 +388,11 @@ impl Keeper {
             }
         }
         replies.extend(self.spawn_batch(spawns));
-        self.writer.commit().map_err(io::Error::other)?;
+        // The only records a request writes are spawns. They are handed to the kernel, not
+        // fsynced: a crash of the keeper loses nothing written, and a crash of the machine ends
+        // the processes they describe as well. The executor makes each start durable in its own
+        // stream before reporting it; the keeper's next exit commit syncs these too.
+        self.writer.write_out().map_err(io::Error::other)?;
         for r in &replies {
             self.send(r);
         }
@@ -489,6 +494,12 @@ impl Keeper {
     /// Start a batch of processes in three passes: prepare everything (argument vectors, log
     /// directories and files), fork them all back to back, then record them. Forking in a tight
     /// loop lets the keeper finish the batch before the new shells compete with it for the CPU.
+    ///
+    /// The fork pass writes as little of the keeper's memory as it can: after each fork every
+    /// page the keeper writes is copied first (copy-on-write, shared with a child that has not
+    /// exec'd yet), so it only stores a pid and a time per child into a vector allocated
+    /// beforehand, and everything else — moving specs, closing the children's descriptors,
+    /// freeing what was prepared — waits until the last fork.
     fn spawn_batch(&mut self, specs: Vec<SpawnSpec>) -> Vec<Reply> {
         let mut ready = Vec::with_capacity(specs.len());
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(specs.len());
@@ -508,8 +519,8 @@ impl Keeper {
         }
         let procs: Vec<RawFd> = self.cgroup_procs.iter().map(|f| f.as_raw_fd()).collect();
         let stdin = self.dev_null.as_raw_fd();
-        let mut forked = Vec::with_capacity(ready.len());
-        for (slot, spec, p) in ready {
+        let mut pids = Vec::with_capacity(ready.len());
+        for (_, spec, p) in &ready {
             let fds = Fds {
                 stdin,
                 stdout: p.stdout.raw(),
@@ -517,11 +528,11 @@ impl Keeper {
                 cgroup_procs: &procs,
             };
             let fork_time = now_secs();
-            let pid = spawn::spawn(&spec.process, &p.exec, fds);
-            forked.push((slot, spec, p.rotators, fork_time, pid));
-            // `p.stdout`/`p.stderr` drop here: the keeper's copies of the child's descriptors.
+            pids.push((fork_time, spawn::spawn(&spec.process, &p.exec, fds)));
         }
-        for (slot, spec, rotators, fork_time, pid) in forked {
+        for ((slot, spec, p), (fork_time, pid)) in ready.into_iter().zip(pids) {
+            // The keeper's copies of the child's descriptors close here.
+            let ReadySpawn { rotators, .. } = *p;
             replies[slot] = Some(match pid {
                 Ok(pid) => self.record_spawn(&spec, pid, fork_time, rotators),
                 Err(e) => Reply::SpawnFailed {
@@ -587,7 +598,8 @@ impl Keeper {
         })))
     }
 
-    /// Record a forked child (durable at the burst's commit) and start supervising it.
+    /// Record a forked child (written out at the end of the burst, durable at the next exit
+    /// commit) and start supervising it.
     fn record_spawn(
         &mut self,
         spec: &SpawnSpec,
