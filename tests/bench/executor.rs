@@ -7,6 +7,7 @@
 //!     executor prints a process's RUNNING line only after the record is durable), next to a
 //!     minimal C fork/exec loop starting the same 100 `bash -c` commands in the same trial;
 //! (b') the same launch with `--no-cgroups`, the fallback for hosts without usable cgroups;
+//! (b'') the C loop again, its children in a cpu cgroup of their own (see below);
 //! (c) exit to durable record: from the moment a process exits (it stamps the wall clock right
 //!     before `_exit`) to its durable exit record (the executor's line, printed after the fsync);
 //! (d) restart latency with `min_duration: 0`: from a run's exit stamp to the start of the next run
@@ -19,9 +20,13 @@
 //! `HEARTH_BENCH_TRIALS` (default 9) sets the trial count.
 //!
 //! On (b): the C loop's time depends on how often its own 100 `bash` children, starting up on the
-//! same cores, preempt it (on a 2-core machine it ranges from ~12 to ~85 ms between consecutive
-//! runs), so the row also shows both ranges, how many trials were within the target, and the best
-//! Hearth trial against the loop's best trial.
+//! same cores, preempt it, so the row also shows both ranges, how many trials were within the
+//! target, and the best Hearth trial against the loop's best trial. Hearth's task processes run
+//! in a cgroup of their own; with the cpu controller, the scheduler then weighs them as one group
+//! against the keeper, and they cannot starve it the way the plain loop's children starve the
+//! loop. Row (b'') therefore runs the same C loop with its children in a cpu cgroup of their own
+//! too: the floor for the placement Hearth gives them, shown beside the target's floor so that
+//! neither hides the other.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
@@ -47,13 +52,18 @@ fn main() {
     let forkloop = compile(dir.path(), "forkloop");
     let stamp = compile(dir.path(), "stamp_exit");
 
+    let floor_cgroup = FloorCgroup::create();
     let mut pss = Vec::new();
     let mut pss_kinds = Vec::new();
     let mut launch = Vec::new();
     let mut floor = Vec::new();
+    let mut floor_grouped = Vec::new();
     let mut kill = Vec::new();
     for t in 0..trials {
-        floor.push(c_floor(&forkloop));
+        floor.push(c_floor(&forkloop, None));
+        if let Some(cg) = &floor_cgroup {
+            floor_grouped.push(c_floor(&forkloop, Some(&cg.procs)));
+        }
         let (l, p, k, kinds) = hundred_sleeps(dir.path(), &format!("sleeps-{t}"), &[]);
         pss_kinds.push(kinds);
         launch.push(l);
@@ -115,6 +125,26 @@ fn main() {
         ms(&no_cgroups),
         range(&no_cgroups)
     );
+    match &floor_cgroup {
+        Some(cg) => {
+            let grouped: Vec<f64> = launch
+                .iter()
+                .zip(&floor_grouped)
+                .map(|(h, c)| h / c)
+                .collect();
+            println!(
+                "(b'') the C loop with its children in a cpu cgroup of their own ({}): {} ({}); \
+                 hearth per-trial ratio median {:.2}x, range {:.2}x..{:.2}x",
+                cg.dir.display(),
+                ms(&floor_grouped),
+                range(&floor_grouped),
+                median(&grouped),
+                pct(&grouped, 0.0),
+                pct(&grouped, 1.0)
+            );
+        }
+        None => println!("(b'') not measured: no cpu cgroup controller could be used here"),
+    }
     println!(
         "(c) process exit to durable record: median {:.3} ms, p90 {:.3} ms over {} exits (target median < 1 ms)",
         median(&exit_lat) * 1e3,
@@ -171,10 +201,45 @@ fn pct(v: &[f64], p: f64) -> f64 {
     s[((s.len() - 1) as f64 * p).round() as usize]
 }
 
-/// The C loop's time to fork and exec N `bash -c "sleep 1000"`, in seconds.
-fn c_floor(forkloop: &Path) -> f64 {
+/// A cpu cgroup for the grouped floor's children (v1 `cpu` hierarchy, or the v2 root when it
+/// hands the cpu controller to its children), removed when dropped.
+struct FloorCgroup {
+    dir: PathBuf,
+    procs: PathBuf,
+}
+
+impl FloorCgroup {
+    fn create() -> Option<FloorCgroup> {
+        let base = Path::new("/sys/fs/cgroup");
+        let v2 = std::fs::read_to_string(base.join("cgroup.subtree_control"))
+            .is_ok_and(|c| c.split_whitespace().any(|k| k == "cpu"));
+        let parent = if v2 {
+            base.to_owned()
+        } else {
+            base.join("cpu")
+        };
+        if !v2 && !parent.join("cgroup.procs").exists() {
+            return None;
+        }
+        let dir = parent.join(format!("hearth-bench-floor-{}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        let procs = dir.join("cgroup.procs");
+        Some(FloorCgroup { dir, procs })
+    }
+}
+
+impl Drop for FloorCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// The C loop's time to fork and exec N `bash -c "sleep 1000"`, in seconds; with `procs`, its
+/// children join that cgroup before exec.
+fn c_floor(forkloop: &Path, procs: Option<&Path>) -> f64 {
     let out = Command::new(forkloop)
         .args([&N.to_string(), "sleep 1000"])
+        .args(procs)
         .process_group(0)
         .stdout(Stdio::piped())
         .spawn()
