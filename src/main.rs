@@ -93,6 +93,7 @@ enum Command {
     /// Exit status: 0 when the task ended (or had already ended), 1 when it could not be killed.
     #[command(verbatim_doc_comment)]
     Kill {
+        /// The task to tear down (its id under --root)
         task_id: String,
         /// Checkpoint root [default: /var/run/hearth as root, else $XDG_RUNTIME_DIR/hearth].
         #[arg(long)]
@@ -104,6 +105,7 @@ enum Command {
     /// Print the end of a process's current log; with -f, follow it (across restarts) until the
     /// task ends.
     Tail {
+        /// The task whose log to print (its id under --root)
         task_id: String,
         /// The process [default: the task's only process].
         process: Option<String>,
@@ -123,6 +125,7 @@ enum Command {
     /// Pause a task's health checks (they count as successes) until cleared or, with --for, for
     /// a while; --clear resumes them. Every start and end is recorded in the checkpoint.
     Snooze {
+        /// The task whose health checks to pause or resume (its id under --root)
         task_id: String,
         /// Checkpoint root [default: /var/run/hearth as root, else $XDG_RUNTIME_DIR/hearth].
         #[arg(long)]
