@@ -1,6 +1,6 @@
 //! Forking: the only module of Hearth allowed to use `unsafe`.
 //!
-//! Two entry points:
+//! Three entry points:
 //! * [`fork_keeper`] forks the executor into the keeper while the executor is still
 //!   single-threaded (before its async runtime exists), so the child may run ordinary Rust code.
 //!   A fork rather than an exec: the two then share the binary's pages, its relocated data and the
@@ -22,6 +22,9 @@
 //!   7. mark every descriptor above 2 close-on-exec, so the process inherits nothing else;
 //!   8. `execve`. On any failure the child writes a fixed message to its stderr and exits 127
 //!      (exec) or 126 (setup), which the planner sees as an ordinary failed run.
+//! * [`switch_credentials`] makes a `tokio::process::Command` (the shell health check, run by
+//!   the executor) take the task user's supplementary groups, gid and uid between its fork and
+//!   exec, which the standard library cannot do on stable Rust (it drops the groups).
 #![allow(unsafe_code)]
 
 use std::ffi::{CString, NulError};
@@ -267,6 +270,29 @@ unsafe fn child_exec(p: &Prepared, fds: Fds<'_>) -> ! {
         libc::execve(p.argv_ptrs[0], p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
         say(2, MSG_EXEC);
         libc::_exit(127)
+    }
+}
+
+/// Run `cmd` as `uid`/`gid` with exactly the supplementary `groups`: `setgroups`, `setgid`,
+/// `setuid`, in that order, in the child before exec. (`Command::uid` and `gid` would drop the
+/// supplementary groups when the caller is root, and the standard library's `groups` is not
+/// stable.) Do not also call `uid`/`gid` on `cmd`.
+pub fn switch_credentials(cmd: &mut tokio::process::Command, uid: u32, gid: u32, groups: Vec<u32>) {
+    let groups: Vec<libc::gid_t> = groups;
+    // SAFETY: the closure runs in the child between fork and exec. It makes only three raw
+    // system calls (async-signal-safe: no allocation, no locks, no libc thread bookkeeping) on
+    // `groups`, which was allocated before the fork and is only read.
+    unsafe {
+        cmd.pre_exec(move || {
+            let ok = libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) == 0
+                && libc::syscall(libc::SYS_setgid, libc::c_long::from(gid)) == 0
+                && libc::syscall(libc::SYS_setuid, libc::c_long::from(uid)) == 0;
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
     }
 }
 

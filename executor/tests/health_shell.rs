@@ -71,3 +71,38 @@ async fn shell_check_timeout_kills_the_command_and_its_children() -> TestResult 
     }
     Ok(())
 }
+
+/// Regression: the check used to run with the user's uid and gid but none of its supplementary
+/// groups (the standard library drops them), unlike the task's own processes.
+#[tokio::test]
+async fn shell_check_runs_as_the_task_user_with_its_supplementary_groups() -> TestResult {
+    if !nix::unistd::getuid().is_root() {
+        assert!(
+            std::env::var("HEARTH_REQUIRE_CGROUPS").is_err(),
+            "switching users needs root, and this CI run requires the root-only tests"
+        );
+        eprintln!("skipped: switching users needs root");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let as_user = |cmd: &str| {
+        ShellChecker::new(
+            cmd,
+            dir.path().to_owned(),
+            &[format!("HOME={}", dir.path().display())],
+            Some((65534, 65534, vec![4242, 4343])),
+            Duration::from_secs(5),
+        )
+    };
+    let ids = "[ \"$(id -u) $(id -g)\" = \"65534 65534\" ] && id -G | tr ' ' '\\n' | grep -qx 4242 \
+               && id -G | tr ' ' '\\n' | grep -qx 4343";
+    assert_eq!(as_user(ids).check().await, Ok(()));
+    // And nothing of root's is left: group 0 is not among its groups.
+    let no_root = "! id -G | tr ' ' '\\n' | grep -qx 0";
+    assert_eq!(as_user(no_root).check().await, Ok(()));
+    Ok(())
+}

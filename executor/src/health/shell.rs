@@ -5,11 +5,8 @@
 //! abandoned, e.g. the monitor is stopped mid-check — the whole group is killed with `SIGKILL`,
 //! so nothing it started outlives the check (unless it left the group on purpose).
 //!
-//! # Caveats
-//! * Credentials are switched with the standard library's `uid`/`gid`, which drops the
-//!   supplementary groups when the executor is root: the role's supplementary groups are not
-//!   applied to the health command (the task's own processes get them from the keeper).
-//! * The command's output is discarded.
+//! It runs as the task's user with the same supplementary groups, gid and uid as the task's
+//! processes (see [`crate::spawn::switch_credentials`]). Its output is discarded.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -25,12 +22,13 @@ pub struct ShellChecker {
     command: String,
     sandbox: PathBuf,
     env: Vec<(String, String)>,
-    creds: Option<(u32, u32)>,
+    creds: Option<(u32, u32, Vec<u32>)>,
     timeout: Duration,
 }
 
 impl ShellChecker {
-    /// `env` holds `NAME=value` entries; `creds` is `(uid, gid, groups)` (see the caveats).
+    /// `env` holds `NAME=value` entries; `creds` is `(uid, gid, supplementary groups)` to run
+    /// the command as.
     pub fn new(
         command: &str,
         sandbox: PathBuf,
@@ -47,7 +45,7 @@ impl ShellChecker {
             command: command.to_owned(),
             sandbox,
             env,
-            creds: creds.map(|(uid, gid, _)| (uid, gid)),
+            creds,
             timeout,
         }
     }
@@ -65,8 +63,8 @@ impl ShellChecker {
             .stderr(Stdio::null())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some((uid, gid)) = self.creds {
-            cmd.uid(uid).gid(gid);
+        if let Some((uid, gid, groups)) = &self.creds {
+            crate::spawn::switch_credentials(&mut cmd, *uid, *gid, groups.clone());
         }
         let mut child = cmd
             .spawn()
