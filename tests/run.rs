@@ -370,6 +370,81 @@ fn processes_inherit_only_the_standard_descriptors() -> TestResult {
 }
 
 #[test]
+fn processes_run_as_the_task_user_in_a_sandbox_it_owns() -> TestResult {
+    if !nix::unistd::getuid().is_root() {
+        assert!(
+            !common::cgroups_required(),
+            "switching users needs root, and this run requires the root-only tests"
+        );
+        eprintln!("processes_run_as_the_task_user_in_a_sandbox_it_owns: skipped: needs root");
+        return Ok(());
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::new();
+    // The task user must be able to reach its sandbox under the test's directory.
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let cfg = env.task(
+        "asuser",
+        json!([{"name": "who", "cmdline": "echo \"$(id -u) $(id -g) $(id -G)\" > ids; echo hi"}]),
+        json!({}),
+    );
+    // The executor itself holds a supplementary group (4242) the task user must not inherit.
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--groups",
+            "4242",
+            "--",
+            env!("CARGO_BIN_EXE_hearth"),
+            "run",
+        ])
+        .arg(&cfg)
+        .arg("--root")
+        .arg(env.root())
+        .args(["--task-id", "asuser", "--user", "nobody"])
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+
+    let user = nix::unistd::User::from_name("nobody")?.ok_or("this host has no user nobody")?;
+    let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
+    let mut want_groups: Vec<u32> = nix::unistd::getgrouplist(c"nobody", user.gid)?
+        .into_iter()
+        .map(|g| g.as_raw())
+        .chain([gid])
+        .collect();
+    want_groups.sort_unstable();
+    want_groups.dedup();
+
+    let sandbox = env.sandbox("asuser");
+    let ids = read(&sandbox.join("ids"));
+    let fields: Vec<u32> = ids
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(
+        fields.get(..2),
+        Some(&[uid, gid][..]),
+        "uid and gid: {ids:?}"
+    );
+    let mut groups = fields[2..].to_vec();
+    groups.sort_unstable();
+    groups.dedup();
+    // Exactly the user's groups: none of the executor's (0, 4242) is left behind.
+    assert_eq!(groups, want_groups, "groups: {ids:?}");
+
+    let meta = std::fs::metadata(&sandbox)?;
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (uid, gid, 0o700),
+        "the sandbox's owner and mode"
+    );
+    let log = sandbox.join(".logs").join("who").join("0").join("stdout");
+    assert_eq!(read(&log), "hi\n");
+    assert_eq!(std::fs::metadata(&log)?.uid(), uid, "the log's owner");
+    Ok(())
+}
+
+#[test]
 fn an_invalid_config_exits_2_and_creates_nothing() -> TestResult {
     let env = Env::new();
     let cfg = env.task(
