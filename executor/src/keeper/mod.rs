@@ -86,10 +86,22 @@ pub fn now_secs() -> f64 {
 }
 
 /// Start time of `pid` in clock ticks since boot (`/proc/<pid>/stat` field 22), if it exists.
+///
+/// Read once per spawn on the launch path, so with one `read` into a stack buffer (no stat, no
+/// allocation): the fields up to 22 always fit in it.
 pub fn pid_start_ticks(pid: i32) -> Option<i64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 1024];
+    let n = File::open(format!("/proc/{pid}/stat"))
+        .and_then(|mut f| f.read(&mut buf))
+        .ok()?;
+    start_ticks_of(buf.get(..n)?)
+}
+
+/// Field 22 of a `/proc/<pid>/stat` line.
+fn start_ticks_of(stat: &[u8]) -> Option<i64> {
     // The command name (field 2) may contain spaces and parentheses: fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
     // After ')': field 3 (state) is the first; field 22 is the 20th.
     rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
@@ -878,5 +890,28 @@ fn close_inherited_fds(keep: &[RawFd]) {
         .collect();
     for fd in fds {
         let _ = nix::unistd::close(fd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_ticks_are_field_22_even_when_the_command_name_holds_spaces_and_parens() {
+        let line = b"4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                     987654 1000 200 18446744073709551615";
+        assert_eq!(start_ticks_of(line), Some(987_654));
+        assert_eq!(start_ticks_of(b"4242 (short) S 1 2"), None);
+        assert_eq!(start_ticks_of(b"no parenthesis at all"), None);
+    }
+
+    #[test]
+    fn pid_start_ticks_reads_a_live_process_and_nothing_for_a_missing_one() {
+        let me = std::process::id() as i32;
+        let stat = std::fs::read(format!("/proc/{me}/stat")).unwrap_or_default();
+        assert!(pid_start_ticks(me).is_some());
+        assert_eq!(pid_start_ticks(me), start_ticks_of(&stat));
+        assert_eq!(pid_start_ticks(i32::MAX), None);
     }
 }
