@@ -5,10 +5,9 @@
 //!   single-threaded (before its async runtime exists), so the child may run ordinary Rust code.
 //!   A fork rather than an exec: the two then share the binary's pages, its relocated data and the
 //!   heap built so far copy-on-write, which keeps a task's overhead within budget.
-//! * [`spawn`] forks a task process from the (single-threaded) keeper — with the bare `clone`
-//!   system call, see its docs — and execs it. Between the fork and `execve` the child only makes
-//!   async-signal-safe system calls on values prepared *before* the fork: no allocation, no
-//!   locks, no formatting. The order is deliberate:
+//! * [`spawn`] forks a task process from the (single-threaded) keeper and execs it. Between `fork` and `execve` the
+//!   child only makes async-signal-safe system calls on values prepared *before* the fork: no
+//!   allocation, no locks, no formatting. The order is deliberate:
 //!   1. join the task's cgroups by writing `0` to each pre-opened `cgroup.procs` — before anything
 //!      else, so that nothing the process does can escape the cgroup (its limits, accounting and
 //!      kill-all apply from its first instruction after exec);
@@ -166,29 +165,11 @@ const MSG_LOGS: &[u8] = b"hearth: could not create the process's log directory o
 
 /// Fork and exec a task process. Returns the child's pid. Must be called from a single-threaded
 /// process (the keeper).
-///
-/// The fork is the bare `clone(SIGCHLD)` system call, not libc's `fork()`: the child makes only
-/// system calls and then execs, so it needs none of libc's fork bookkeeping (atfork handlers,
-/// taking and releasing the allocator's and stdio's locks around the fork). In the keeper that
-/// bookkeeping wrote to pages the child still shared, so every fork was followed by copy-on-write
-/// faults; a 100-process burst forks about a quarter faster without it (`cargo bench --bench
-/// executor`, row (b)).
 pub fn spawn(process: &str, p: &Prepared, fds: Fds<'_>) -> Result<i32, SpawnError> {
     // SAFETY: the keeper is single-threaded, so no other thread can hold a lock the child would
-    // need; the child below only makes system calls on memory prepared before the fork (`p` and
-    // `fds`), then execs or `_exit`s. `clone` with only an exit signal and a null stack is a
-    // fork: the child runs on a copy of this stack.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::c_long::from(libc::SIGCHLD),
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    let pid = i32::try_from(pid).unwrap_or(-1);
+    // need; and the child below only makes async-signal-safe calls on memory prepared before the
+    // fork (`p` and `fds`), then execs or `_exit`s.
+    let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(SpawnError::Fork {
             process: process.to_owned(),
@@ -251,12 +232,11 @@ unsafe fn child_exec(p: &Prepared, fds: Fds<'_>) -> ! {
             say(fds.stderr, MSG_SETUP);
             libc::_exit(126);
         }
-        // 5. Credentials: groups and gid while we still may, then the uid. Bare system calls:
-        //    libc's wrappers consult its thread bookkeeping, which a bare clone did not update.
+        // 5. Credentials: groups and gid while we still may, then the uid.
         if let Some((uid, gid, groups)) = &p.credentials
-            && (libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) < 0
-                || libc::syscall(libc::SYS_setgid, libc::c_long::from(*gid)) < 0
-                || libc::syscall(libc::SYS_setuid, libc::c_long::from(*uid)) < 0)
+            && (libc::setgroups(groups.len(), groups.as_ptr()) < 0
+                || libc::setgid(*gid) < 0
+                || libc::setuid(*uid) < 0)
         {
             say(2, MSG_SETUP);
             libc::_exit(126);
