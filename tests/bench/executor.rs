@@ -17,7 +17,10 @@
 //!     60) for a task of 10 processes whose HTTP health check runs every second (against
 //!     `hearth-test-server`), once the task is RUNNING.
 //!
-//! `HEARTH_BENCH_TRIALS` (default 9) sets the trial count.
+//! `HEARTH_BENCH_TRIALS` (default 9) sets the trial count. `HEARTH_BENCH_BASELINE=PATH` names
+//! another `hearth` binary (an earlier build, say) whose launch (b) is measured in the same trials,
+//! alternating which of the two goes first, and compared trial by trial: the machine's drift
+//! between runs of the bench is larger than most changes to the launch path.
 //!
 //! On (b): the C loop's time depends on how often its own 100 `bash` children, starting up on the
 //! same cores, preempt it, so the row also shows both ranges, how many trials were within the
@@ -52,6 +55,9 @@ fn main() {
     let forkloop = compile(dir.path(), "forkloop");
     let stamp = compile(dir.path(), "stamp_exit");
 
+    let hearth = PathBuf::from(env!("CARGO_BIN_EXE_hearth"));
+    let baseline = std::env::var_os("HEARTH_BENCH_BASELINE").map(PathBuf::from);
+    let mut launch_baseline = Vec::new();
     let floor_cgroup = FloorCgroup::create();
     let mut pss = Vec::new();
     let mut pss_kinds = Vec::new();
@@ -64,14 +70,35 @@ fn main() {
         if let Some(cg) = &floor_cgroup {
             floor_grouped.push(c_floor(&forkloop, Some(&cg.procs)));
         }
-        let (l, p, k, kinds) = hundred_sleeps(dir.path(), &format!("sleeps-{t}"), &[]);
+        let base_first = t % 2 == 1;
+        let mut run_baseline = |t: usize| {
+            if let Some(b) = &baseline {
+                let id = format!("baseline-{t}");
+                launch_baseline.push(hundred_sleeps(b, dir.path(), &id, &[]).0);
+            }
+        };
+        if base_first {
+            run_baseline(t);
+        }
+        let (l, p, k, kinds) = hundred_sleeps(&hearth, dir.path(), &format!("sleeps-{t}"), &[]);
+        if !base_first {
+            run_baseline(t);
+        }
         pss_kinds.push(kinds);
         launch.push(l);
         pss.push(p);
         kill.push(k);
     }
     let no_cgroups: Vec<f64> = (0..trials)
-        .map(|t| hundred_sleeps(dir.path(), &format!("plain-{t}"), &["--no-cgroups"]).0)
+        .map(|t| {
+            hundred_sleeps(
+                &hearth,
+                dir.path(),
+                &format!("plain-{t}"),
+                &["--no-cgroups"],
+            )
+            .0
+        })
         .collect();
     let (exit_lat, restart_lat) = restart_loop(dir.path(), &stamp, 200);
     let idle_secs: u64 = std::env::var("HEARTH_BENCH_IDLE_SECS")
@@ -120,6 +147,23 @@ fn main() {
         ratios.iter().filter(|r| **r <= 1.2).count(),
         pct(&launch, 0.0) / pct(&floor, 0.0)
     );
+    if let Some(b) = &baseline {
+        let vs: Vec<f64> = launch
+            .iter()
+            .zip(&launch_baseline)
+            .map(|(h, o)| h / o)
+            .collect();
+        println!(
+            "(b) baseline {}: {} ({}); per-trial ratio this build / baseline median {:.2}x, \
+             range {:.2}x..{:.2}x",
+            b.display(),
+            ms(&launch_baseline),
+            range(&launch_baseline),
+            median(&vs),
+            pct(&vs, 0.0),
+            pct(&vs, 1.0)
+        );
+    }
     println!(
         "(b') the same launch with --no-cgroups (process groups and the subreaper): {} ({})",
         ms(&no_cgroups),
@@ -316,14 +360,19 @@ fn alive(pid: i32) -> bool {
 }
 
 /// Launch N sleeps, measure launch time and PSS, then kill and measure teardown.
-fn hundred_sleeps(dir: &Path, task_id: &str, extra: &[&str]) -> (f64, f64, f64, Vec<f64>) {
+fn hundred_sleeps(
+    hearth: &Path,
+    dir: &Path,
+    task_id: &str,
+    extra: &[&str],
+) -> (f64, f64, f64, Vec<f64>) {
     let procs: Vec<Value> = (0..N)
         .map(|i| json!({"name": format!("s{i:03}"), "cmdline": "sleep 1000"}))
         .collect();
     let cfg = write_task(dir, task_id, &json!({"name": task_id, "processes": procs}));
     let root = dir.join("root");
     let t0 = Instant::now();
-    let (mut child, mut lines) = start_task(&cfg, &root, task_id, extra);
+    let (mut child, mut lines) = start_task(hearth, &cfg, &root, task_id, extra);
     let mut pids = Vec::new();
     while pids.len() < N {
         let line = lines.next().unwrap().unwrap();
@@ -380,7 +429,13 @@ fn restart_loop(dir: &Path, stamp: &Path, runs: usize) -> (Vec<f64>, Vec<f64>) {
         ]}),
     );
     let root = dir.join("root");
-    let (mut child, mut lines) = start_task(&cfg, &root, task_id, &[]);
+    let (mut child, mut lines) = start_task(
+        Path::new(env!("CARGO_BIN_EXE_hearth")),
+        &cfg,
+        &root,
+        task_id,
+        &[],
+    );
     let mut arrivals = Vec::new();
     while arrivals.len() < runs {
         let line = lines.next().unwrap().unwrap();
@@ -457,7 +512,13 @@ fn health_cpu(dir: &Path, secs: u64) -> (f64, usize) {
         }),
     );
     let root = dir.join("root");
-    let (mut child, mut lines) = start_task(&cfg, &root, task_id, &[]);
+    let (mut child, mut lines) = start_task(
+        Path::new(env!("CARGO_BIN_EXE_hearth")),
+        &cfg,
+        &root,
+        task_id,
+        &[],
+    );
     loop {
         let line = lines.next().unwrap().unwrap();
         let v: Value = serde_json::from_str(&line).unwrap();
@@ -497,8 +558,9 @@ fn health_cpu(dir: &Path, secs: u64) -> (f64, usize) {
     (pct, n1 - n0)
 }
 
-/// `hearth run CFG --root ROOT --task-id ID --json`, with its progress lines to read.
+/// `HEARTH run CFG --root ROOT --task-id ID --json`, with its progress lines to read.
 fn start_task(
+    hearth: &Path,
     cfg: &Path,
     root: &Path,
     task_id: &str,
@@ -507,7 +569,7 @@ fn start_task(
     std::process::Child,
     std::io::Lines<BufReader<std::process::ChildStdout>>,
 ) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+    let mut child = Command::new(hearth)
         .arg("run")
         .arg(cfg)
         .arg("--root")
