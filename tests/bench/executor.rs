@@ -6,7 +6,10 @@
 //! (b) launch: from starting `hearth run` to all 100 processes RUNNING in the checkpoint (the
 //!     executor prints a process's RUNNING line only after the record is durable), next to a
 //!     minimal C fork/exec loop starting the same 100 `bash -c` commands in the same trial;
-//! (b') the same launch with `--no-cgroups`, the fallback for hosts without usable cgroups;
+//! (b') the same launch with `--no-cgroups`, the fallback for hosts without usable cgroups (each
+//!     task process is a session of its own, and with the kernel's session autogroups, on by
+//!     default on many distributions, each is then a scheduling group of its own: 100 starting
+//!     shells outweigh the keeper 100 to 1, where with a cpu cgroup they weigh as one);
 //! (b'') the C loop again, its children in a cpu cgroup of their own (see below);
 //! (c) exit to durable record: from the moment a process exits (it stamps the wall clock right
 //!     before `_exit`) to its durable exit record (the executor's line, printed after the fsync);
