@@ -278,7 +278,6 @@ unsafe fn child_exec(p: &Prepared, fds: Fds<'_>) -> ! {
 /// supplementary groups when the caller is root, and the standard library's `groups` is not
 /// stable.) Do not also call `uid`/`gid` on `cmd`.
 pub fn switch_credentials(cmd: &mut tokio::process::Command, uid: u32, gid: u32, groups: Vec<u32>) {
-    let groups: Vec<libc::gid_t> = groups;
     // SAFETY: the closure runs in the child between fork and exec. It makes only three raw
     // system calls (async-signal-safe: no allocation, no locks, no libc thread bookkeeping) on
     // `groups`, which was allocated before the fork and is only read.

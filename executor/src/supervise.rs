@@ -1647,15 +1647,18 @@ impl Supervisor {
 
     /// Make the turn durable, then act on it: send requests, print lines.
     ///
-    /// A turn that only launches (FORKED records and spawn requests, nothing printed or
-    /// reported) is written out without an fsync: a spawn request is idempotent and its effect —
-    /// a process — dies with the machine, so the record only has to outlive this executor,
-    /// which the kernel's copy does. Every other turn is committed with one fsync first.
+    /// A turn whose only effects are spawn requests — nothing printed, reported, acknowledged or
+    /// signalled — is written out without an fsync. Its records (FORKED ones, or bookkeeping
+    /// such as a snooze event or the scheduler's acknowledgement) then outlive this executor,
+    /// which is what recovery needs; only a machine crash loses them, and that ends the task's
+    /// processes too (a spawn request is idempotent; an update whose acknowledgement was lost is
+    /// re-sent and applied once, by its sequence number). Every other turn is committed with one
+    /// fsync first.
     async fn flush(&mut self) -> Result<(), SuperviseError> {
-        let launch_only = self.lines.is_empty()
+        let only_spawns = self.lines.is_empty()
             && self.reports_out.is_empty()
             && self.outbox.iter().all(|r| matches!(r, Request::Spawn(_)));
-        if launch_only {
+        if only_spawns {
             self.p.writer.write_out()?;
         } else {
             self.p.writer.commit()?;
