@@ -6,6 +6,8 @@
 //! (b) launch: from starting `hearth run` to all 100 processes RUNNING in the checkpoint (the
 //!     executor prints a process's RUNNING line only after the record is durable), next to a
 //!     minimal C fork/exec loop starting the same 100 `bash -c` commands in the same trial;
+//!     The row is followed by the CPU time the keeper and the executor used until then and the
+//!     time the keeper spent runnable but waiting for a CPU (`/proc/<pid>/schedstat`);
 //! (b') the same launch with `--no-cgroups`, the fallback for hosts without usable cgroups (each
 //!     task process is a session of its own, and with the kernel's session autogroups, on by
 //!     default on many distributions, each is then a scheduling group of its own: 100 starting
@@ -68,6 +70,8 @@ fn main() {
     let mut floor = Vec::new();
     let mut floor_grouped = Vec::new();
     let mut kill = Vec::new();
+    let (mut keeper_cpu, mut keeper_waiting, mut executor_cpu) =
+        (Vec::new(), Vec::new(), Vec::new());
     for t in 0..trials {
         floor.push(c_floor(&forkloop, None));
         if let Some(cg) = &floor_cgroup {
@@ -77,20 +81,23 @@ fn main() {
         let mut run_baseline = |t: usize| {
             if let Some(b) = &baseline {
                 let id = format!("baseline-{t}");
-                launch_baseline.push(hundred_sleeps(b, dir.path(), &id, &[]).0);
+                launch_baseline.push(hundred_sleeps(b, dir.path(), &id, &[]).launch);
             }
         };
         if base_first {
             run_baseline(t);
         }
-        let (l, p, k, kinds) = hundred_sleeps(&hearth, dir.path(), &format!("sleeps-{t}"), &[]);
+        let trial = hundred_sleeps(&hearth, dir.path(), &format!("sleeps-{t}"), &[]);
         if !base_first {
             run_baseline(t);
         }
-        pss_kinds.push(kinds);
-        launch.push(l);
-        pss.push(p);
-        kill.push(k);
+        pss_kinds.push(trial.pss_kinds);
+        launch.push(trial.launch);
+        pss.push(trial.pss);
+        kill.push(trial.kill);
+        keeper_cpu.push(trial.keeper_cpu);
+        keeper_waiting.push(trial.keeper_waiting);
+        executor_cpu.push(trial.executor_cpu);
     }
     let no_cgroups: Vec<f64> = (0..trials)
         .map(|t| {
@@ -100,7 +107,7 @@ fn main() {
                 &format!("plain-{t}"),
                 &["--no-cgroups"],
             )
-            .0
+            .launch
         })
         .collect();
     let (exit_lat, restart_lat) = restart_loop(dir.path(), &stamp, 200);
@@ -149,6 +156,13 @@ fn main() {
         pct(&ratios, 1.0),
         ratios.iter().filter(|r| **r <= 1.2).count(),
         pct(&launch, 0.0) / pct(&floor, 0.0)
+    );
+    println!(
+        "    during the launch: keeper CPU {}, keeper runnable but waiting for a CPU {}, \
+         executor CPU {} (from /proc/<pid>/schedstat)",
+        ms(&keeper_cpu),
+        ms(&keeper_waiting),
+        ms(&executor_cpu)
     );
     if let Some(b) = &baseline {
         let vs: Vec<f64> = launch
@@ -362,13 +376,29 @@ fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-/// Launch N sleeps, measure launch time and PSS, then kill and measure teardown.
-fn hundred_sleeps(
-    hearth: &Path,
-    dir: &Path,
-    task_id: &str,
-    extra: &[&str],
-) -> (f64, f64, f64, Vec<f64>) {
+/// One trial of [`hundred_sleeps`]; times in seconds, memory in KiB.
+struct Trial {
+    launch: f64,
+    pss: f64,
+    pss_kinds: Vec<f64>,
+    kill: f64,
+    keeper_cpu: f64,
+    keeper_waiting: f64,
+    executor_cpu: f64,
+}
+
+/// Time `pid` has run on a CPU and time it was runnable but waiting for one, in seconds
+/// (`/proc/<pid>/schedstat`).
+fn schedstat(pid: i32) -> (f64, f64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
+    let mut f = s
+        .split_whitespace()
+        .map(|v| v.parse::<f64>().unwrap_or(0.0) / 1e9);
+    (f.next().unwrap_or(0.0), f.next().unwrap_or(0.0))
+}
+
+/// Launch N sleeps, measure launch time, scheduling and PSS, then kill and measure teardown.
+fn hundred_sleeps(hearth: &Path, dir: &Path, task_id: &str, extra: &[&str]) -> Trial {
     let procs: Vec<Value> = (0..N)
         .map(|i| json!({"name": format!("s{i:03}"), "cmdline": "sleep 1000"}))
         .collect();
@@ -394,11 +424,13 @@ fn hundred_sleeps(
         .values()
         .find_map(|runs| runs.last().and_then(|r| r.coordinator_pid))
         .unwrap();
+    let (keeper_cpu, keeper_waiting) = schedstat(keeper);
+    let (executor_cpu, _) = schedstat(child.id() as i32);
     // Let the executor settle (its allocations after the launch burst) before reading PSS.
     std::thread::sleep(Duration::from_millis(200));
     let pss = pss_kib(child.id() as i32) + pss_kib(keeper);
     let (e, k) = (pss_by_kind(child.id() as i32), pss_by_kind(keeper));
-    let kinds: Vec<f64> = e.iter().zip(&k).map(|(a, b)| a + b).collect();
+    let pss_kinds: Vec<f64> = e.iter().zip(&k).map(|(a, b)| a + b).collect();
 
     let t1 = Instant::now();
     nix::sys::signal::kill(
@@ -416,7 +448,15 @@ fn hundred_sleeps(
     let kill = t1.elapsed().as_secs_f64();
     for _ in lines.by_ref() {}
     child.wait().unwrap();
-    (launch, pss, kill, kinds)
+    Trial {
+        launch,
+        pss,
+        pss_kinds,
+        kill,
+        keeper_cpu,
+        keeper_waiting,
+        executor_cpu,
+    }
 }
 
 /// A daemon that exits at once, `runs` times: exit-to-record and restart latencies.
