@@ -141,19 +141,17 @@ fn main() {
         kind(4),
         kind(5)
     );
-    let ratios: Vec<f64> = launch.iter().zip(&floor).map(|(h, c)| h / c).collect();
+    let ratios = per_trial(&launch, &floor);
     let range = |d: &[f64]| format!("{:.1}..{:.1} ms", pct(d, 0.0) * 1e3, pct(d, 1.0) * 1e3);
     println!(
         "(b) launch {N} processes to RUNNING: hearth {} ({}) vs C fork/exec loop {} ({}); \
-         per-trial ratio median {:.2}x, range {:.2}x..{:.2}x, {} of {trials} trials within \
-         1.2x; best trial vs best trial {:.2}x (target <= 1.2x)",
+         per-trial ratio {}, {} of {trials} trials within 1.2x; best trial vs best trial \
+         {:.2}x (target <= 1.2x)",
         ms(&launch),
         range(&launch),
         ms(&floor),
         range(&floor),
-        median(&ratios),
-        pct(&ratios, 0.0),
-        pct(&ratios, 1.0),
+        spread(&ratios),
         ratios.iter().filter(|r| **r <= 1.2).count(),
         pct(&launch, 0.0) / pct(&floor, 0.0)
     );
@@ -165,20 +163,12 @@ fn main() {
         ms(&executor_cpu)
     );
     if let Some(b) = &baseline {
-        let vs: Vec<f64> = launch
-            .iter()
-            .zip(&launch_baseline)
-            .map(|(h, o)| h / o)
-            .collect();
         println!(
-            "(b) baseline {}: {} ({}); per-trial ratio this build / baseline median {:.2}x, \
-             range {:.2}x..{:.2}x",
+            "(b) baseline {}: {} ({}); per-trial ratio this build / baseline {}",
             b.display(),
             ms(&launch_baseline),
             range(&launch_baseline),
-            median(&vs),
-            pct(&vs, 0.0),
-            pct(&vs, 1.0)
+            spread(&per_trial(&launch, &launch_baseline))
         );
     }
     println!(
@@ -188,20 +178,13 @@ fn main() {
     );
     match &floor_cgroup {
         Some(cg) => {
-            let grouped: Vec<f64> = launch
-                .iter()
-                .zip(&floor_grouped)
-                .map(|(h, c)| h / c)
-                .collect();
             println!(
                 "(b'') the C loop with its children in a cpu cgroup of their own ({}): {} ({}); \
-                 hearth per-trial ratio median {:.2}x, range {:.2}x..{:.2}x",
+                 hearth per-trial ratio {}",
                 cg.dir.display(),
                 ms(&floor_grouped),
                 range(&floor_grouped),
-                median(&grouped),
-                pct(&grouped, 0.0),
-                pct(&grouped, 1.0)
+                spread(&per_trial(&launch, &floor_grouped))
             );
         }
         None => println!("(b'') not measured: no cpu cgroup controller could be used here"),
@@ -247,6 +230,21 @@ fn now_wall() -> f64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
+}
+
+/// `a[i] / b[i]` for each trial.
+fn per_trial(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x / y).collect()
+}
+
+/// "median 0.25x, range 0.16x..0.76x" of per-trial ratios.
+fn spread(ratios: &[f64]) -> String {
+    format!(
+        "median {:.2}x, range {:.2}x..{:.2}x",
+        median(ratios),
+        pct(ratios, 0.0),
+        pct(ratios, 1.0)
+    )
 }
 
 fn median(v: &[f64]) -> f64 {
