@@ -371,12 +371,7 @@ fn processes_inherit_only_the_standard_descriptors() -> TestResult {
 
 #[test]
 fn processes_run_as_the_task_user_in_a_sandbox_it_owns() -> TestResult {
-    if !nix::unistd::getuid().is_root() {
-        assert!(
-            !common::cgroups_required(),
-            "switching users needs root, and this run requires the root-only tests"
-        );
-        eprintln!("processes_run_as_the_task_user_in_a_sandbox_it_owns: skipped: needs root");
+    if !common::have_root("processes_run_as_the_task_user_in_a_sandbox_it_owns") {
         return Ok(());
     }
     use std::os::unix::fs::{MetadataExt, PermissionsExt};

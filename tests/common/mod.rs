@@ -40,6 +40,20 @@ pub fn have_cgroups(test: &str) -> bool {
     false
 }
 
+/// True when running as root (switching users needs it); otherwise prints why the calling test
+/// skips, or panics when the root-only tests are required (`HEARTH_REQUIRE_CGROUPS=1`).
+pub fn have_root(test: &str) -> bool {
+    if nix::unistd::getuid().is_root() {
+        return true;
+    }
+    assert!(
+        !cgroups_required(),
+        "{test}: HEARTH_REQUIRE_CGROUPS=1 but this test needs root"
+    );
+    eprintln!("{test}: skipped: needs root");
+    false
+}
+
 /// A scratch checkpoint root and directory for one test.
 pub struct Env {
     pub dir: tempfile::TempDir,
