@@ -5,8 +5,8 @@
 //!     `sleep`s;
 //! (b) launch: from starting `hearth run` to all 100 processes RUNNING in the checkpoint (the
 //!     executor prints a process's RUNNING line only after the record is durable), next to a
-//!     minimal C fork/exec loop starting the same 100 `bash -c` commands in the same trial;
-//!     The row is followed by the CPU time the keeper and the executor used until then and the
+//!     minimal C fork/exec loop starting the same 100 `bash -c` commands in the same trial. The
+//!     row is followed by the CPU time the keeper and the executor used until then and the
 //!     time the keeper spent runnable but waiting for a CPU (`/proc/<pid>/schedstat`);
 //! (b') the same launch with `--no-cgroups`, the fallback for hosts without usable cgroups (each
 //!     task process is a session of its own, and with the kernel's session autogroups, on by
@@ -60,7 +60,7 @@ fn main() {
     let forkloop = compile(dir.path(), "forkloop");
     let stamp = compile(dir.path(), "stamp_exit");
 
-    let hearth = PathBuf::from(env!("CARGO_BIN_EXE_hearth"));
+    let hearth = this_hearth();
     let baseline = std::env::var_os("HEARTH_BENCH_BASELINE").map(PathBuf::from);
     let mut launch_baseline = Vec::new();
     let floor_cgroup = FloorCgroup::create();
@@ -78,18 +78,18 @@ fn main() {
             floor_grouped.push(c_floor(&forkloop, Some(&cg.procs)));
         }
         let base_first = t % 2 == 1;
-        let mut run_baseline = |t: usize| {
+        let mut run_baseline = || {
             if let Some(b) = &baseline {
                 let id = format!("baseline-{t}");
                 launch_baseline.push(hundred_sleeps(b, dir.path(), &id, &[]).launch);
             }
         };
         if base_first {
-            run_baseline(t);
+            run_baseline();
         }
-        let trial = hundred_sleeps(&hearth, dir.path(), &format!("sleeps-{t}"), &[]);
+        let trial = hundred_sleeps(hearth, dir.path(), &format!("sleeps-{t}"), &[]);
         if !base_first {
-            run_baseline(t);
+            run_baseline();
         }
         pss_kinds.push(trial.pss_kinds);
         launch.push(trial.launch);
@@ -101,13 +101,7 @@ fn main() {
     }
     let no_cgroups: Vec<f64> = (0..trials)
         .map(|t| {
-            hundred_sleeps(
-                &hearth,
-                dir.path(),
-                &format!("plain-{t}"),
-                &["--no-cgroups"],
-            )
-            .launch
+            hundred_sleeps(hearth, dir.path(), &format!("plain-{t}"), &["--no-cgroups"]).launch
         })
         .collect();
     let (exit_lat, restart_lat) = restart_loop(dir.path(), &stamp, 200);
@@ -470,13 +464,7 @@ fn restart_loop(dir: &Path, stamp: &Path, runs: usize) -> (Vec<f64>, Vec<f64>) {
         ]}),
     );
     let root = dir.join("root");
-    let (mut child, mut lines) = start_task(
-        Path::new(env!("CARGO_BIN_EXE_hearth")),
-        &cfg,
-        &root,
-        task_id,
-        &[],
-    );
+    let (mut child, mut lines) = start_task(this_hearth(), &cfg, &root, task_id, &[]);
     let mut arrivals = Vec::new();
     while arrivals.len() < runs {
         let line = lines.next().unwrap().unwrap();
@@ -553,13 +541,7 @@ fn health_cpu(dir: &Path, secs: u64) -> (f64, usize) {
         }),
     );
     let root = dir.join("root");
-    let (mut child, mut lines) = start_task(
-        Path::new(env!("CARGO_BIN_EXE_hearth")),
-        &cfg,
-        &root,
-        task_id,
-        &[],
-    );
+    let (mut child, mut lines) = start_task(this_hearth(), &cfg, &root, task_id, &[]);
     loop {
         let line = lines.next().unwrap().unwrap();
         let v: Value = serde_json::from_str(&line).unwrap();
@@ -599,7 +581,12 @@ fn health_cpu(dir: &Path, secs: u64) -> (f64, usize) {
     (pct, n1 - n0)
 }
 
-/// `HEARTH run CFG --root ROOT --task-id ID --json`, with its progress lines to read.
+/// The `hearth` binary of this build.
+fn this_hearth() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_hearth"))
+}
+
+/// `<hearth> run CFG --root ROOT --task-id ID --json`, with its progress lines to read.
 fn start_task(
     hearth: &Path,
     cfg: &Path,
