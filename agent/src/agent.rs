@@ -77,7 +77,7 @@ impl<H: Host> Agent<H> {
     pub fn step(&mut self, now: Instant) {
         for task_id in self.host.active_tasks() {
             if self.book.discover(&task_id) {
-                tracing::info!(%task_id, "an active task the agent has no record of; reporting it");
+                tracing::debug!(%task_id, "an active task the agent has no record of; reporting it");
             }
         }
         let host = &self.host;
@@ -240,7 +240,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                     Err(e) => {
                         failures = failures.saturating_add(1);
                         let delay = sync_backoff(failures);
-                        if failures == 1 || matches!(e, SyncError::Refused { .. }) {
+                        // The first failure, then about once a minute.
+                        if failures == 1 || failures % 12 == 0 {
                             tracing::warn!(error = %e, retry_in = ?delay, "sync with the scheduler failed; tasks keep running");
                         } else {
                             tracing::debug!(error = %e, failures, "sync failed again");
