@@ -241,7 +241,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                         failures = failures.saturating_add(1);
                         let delay = sync_backoff(failures);
                         // The first failure, then about once a minute.
-                        if failures == 1 || failures % 12 == 0 {
+                        if failures == 1 || failures.is_multiple_of(12) {
                             tracing::warn!(error = %e, retry_in = ?delay, "sync with the scheduler failed; tasks keep running");
                         } else {
                             tracing::debug!(error = %e, failures, "sync failed again");
