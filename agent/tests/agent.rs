@@ -237,13 +237,19 @@ impl World {
     }
 
     fn config(&self) -> AgentConfig {
-        let mut cfg = AgentConfig::new(self.url.clone(), self.root());
-        cfg.name = "host-a".into();
-        cfg.token = Some(TOKEN.into());
-        cfg.hearth_bin = hearth_bin();
-        cfg.extra_run_args = vec!["--no-setuid".into(), "--no-cgroups".into()];
-        cfg.attributes.insert("rack".into(), "r1".into());
-        cfg
+        agent_config(&self.url, &self.root())
+    }
+
+    /// Start an agent in a process of its own (this test binary running [`agent_process`]).
+    fn spawn_agent_process(&self) -> std::process::Child {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "agent_process", "--nocapture"])
+            .env("HEARTH_AGENT_TEST_URL", &self.url)
+            .env("HEARTH_AGENT_TEST_ROOT", self.root())
+            .env("HEARTH_BIN", hearth_bin())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
     }
 
     /// Start an agent; dropping (or stopping) the handle ends it without touching its tasks.
@@ -278,12 +284,23 @@ impl World {
     }
 }
 
+fn agent_config(url: &str, root: &Path) -> AgentConfig {
+    let mut cfg = AgentConfig::new(url, root);
+    cfg.name = "host-a".into();
+    cfg.token = Some(TOKEN.into());
+    cfg.hearth_bin = hearth_bin();
+    cfg.extra_run_args = vec!["--no-setuid".into(), "--no-cgroups".into()];
+    cfg.attributes.insert("rack".into(), "r1".into());
+    cfg
+}
+
 struct AgentHandle {
     stop: Option<oneshot::Sender<()>>,
     join: Option<tokio::task::JoinHandle<Result<(), hearth_agent::AgentError>>>,
 }
 
-/// An assignment of a task that waits for a `stop` file in its sandbox, after writing its pid.
+/// An assignment of a task that waits for a `stop` file in its sandbox (at most a few minutes,
+/// so that a failed test leaves nothing running for long), after writing its pid.
 fn waiter(task_id: &str) -> Assignment {
     Assignment {
         task_id: task_id.to_owned(),
@@ -295,7 +312,7 @@ fn waiter(task_id: &str) -> Assignment {
                 "name": "waiter",
                 "processes": [{
                     "name": "wait",
-                    "cmdline": "echo $$ > pid.tmp && mv pid.tmp pid; echo port={{thermos.ports[http]}} > port; while [ ! -e stop ]; do sleep 0.05; done"
+                    "cmdline": "echo $$ > pid.tmp && mv pid.tmp pid; echo port={{thermos.ports[http]}} > port; i=0; while [ ! -e stop ]; do i=$((i+1)); [ $i -gt 3000 ] && exit 1; sleep 0.05; done"
                 }],
                 "resources": {"cpu": 0.1, "ram": 16777216, "disk": 16777216},
                 "finalization_wait": 5
@@ -479,5 +496,73 @@ fn an_agent_with_a_wrong_token_keeps_retrying_and_starts_nothing() -> TestResult
     let r =
         w.rt.block_on(async { tokio::time::timeout(LIMIT, join).await });
     assert!(matches!(r, Ok(Ok(Ok(())))), "{r:?}");
+    Ok(())
+}
+
+/// Not a test: the agent process of
+/// [`an_agent_killed_with_sigkill_leaves_its_tasks_running_and_its_successor_re_adopts_them`],
+/// which starts this binary with `--ignored --exact agent_process`.
+#[test]
+#[ignore = "the agent process of the kill -9 test, started by it"]
+fn agent_process() {
+    let url = std::env::var("HEARTH_AGENT_TEST_URL").expect("HEARTH_AGENT_TEST_URL");
+    let root = std::env::var_os("HEARTH_AGENT_TEST_ROOT").expect("HEARTH_AGENT_TEST_ROOT");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(hearth_agent::run(
+        agent_config(&url, Path::new(&root)),
+        std::future::pending::<()>(),
+    ))
+    .unwrap();
+}
+
+#[test]
+fn an_agent_killed_with_sigkill_leaves_its_tasks_running_and_its_successor_re_adopts_them()
+-> TestResult {
+    let w = World::new();
+    let id = "root-test-waiter-0-1700000000000-d004";
+    let mut first = w.spawn_agent_process();
+    w.sched.launch(waiter(id));
+    let pid_file = w.sandbox(id).join("pid");
+    wait_until("the task's process", || read_pid(&pid_file).is_some());
+    wait_until("the task reported running", || {
+        w.sched.reported(id).is_some_and(|t| t.running)
+    });
+    let task_pid = read_pid(&pid_file).unwrap();
+    let exec = executor_pid(&w.root(), id).unwrap();
+    let first_id = w.sched.last_sync().unwrap().agent_id;
+
+    first.kill()?; // SIGKILL
+    first.wait()?;
+    assert!(alive(exec), "the executor outlives the agent");
+    assert!(alive(task_pid), "the task outlives the agent");
+
+    let mut second = w.spawn_agent_process();
+    wait_until("the new agent reporting the task running", || {
+        w.sched.last_sync().is_some_and(|s| {
+            s.agent_id != first_id && s.tasks.iter().any(|t| t.task_id == id && t.running)
+        })
+    });
+    assert_eq!(
+        executor_pid(&w.root(), id),
+        Some(exec),
+        "a live executor is adopted, not replaced"
+    );
+    assert_eq!(read_pid(&pid_file), Some(task_pid));
+
+    std::fs::write(w.sandbox(id).join("stop"), "")?;
+    wait_until("FINISHED", || {
+        w.sched.states(id).contains(&ScheduleStatus::Finished)
+    });
+    wait_until("the task forgotten by the new agent", || {
+        !w.root()
+            .join("agent/tasks")
+            .join(format!("{id}.json"))
+            .exists()
+    });
+    second.kill()?;
+    second.wait()?;
     Ok(())
 }
