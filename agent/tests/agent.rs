@@ -241,15 +241,16 @@ impl World {
     }
 
     /// Start an agent in a process of its own (this test binary running [`agent_process`]).
-    fn spawn_agent_process(&self) -> std::process::Child {
-        std::process::Command::new(std::env::current_exe().unwrap())
+    fn spawn_agent_process(&self) -> AgentProcess {
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--ignored", "--exact", "agent_process", "--nocapture"])
             .env("HEARTH_AGENT_TEST_URL", &self.url)
             .env("HEARTH_AGENT_TEST_ROOT", self.root())
             .env("HEARTH_BIN", hearth_bin())
             .stdin(std::process::Stdio::null())
             .spawn()
-            .unwrap()
+            .unwrap();
+        AgentProcess(child)
     }
 
     /// Start an agent; dropping (or stopping) the handle ends it without touching its tasks.
@@ -292,6 +293,23 @@ fn agent_config(url: &str, root: &Path) -> AgentConfig {
     cfg.extra_run_args = vec!["--no-setuid".into(), "--no-cgroups".into()];
     cfg.attributes.insert("rack".into(), "r1".into());
     cfg
+}
+
+/// An agent process, SIGKILLed and reaped when dropped (also when a test fails).
+struct AgentProcess(std::process::Child);
+
+impl AgentProcess {
+    fn kill_9(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 struct AgentHandle {
@@ -523,7 +541,7 @@ fn an_agent_killed_with_sigkill_leaves_its_tasks_running_and_its_successor_re_ad
 -> TestResult {
     let w = World::new();
     let id = "root-test-waiter-0-1700000000000-d004";
-    let mut first = w.spawn_agent_process();
+    let first = w.spawn_agent_process();
     w.sched.launch(waiter(id));
     let pid_file = w.sandbox(id).join("pid");
     wait_until("the task's process", || read_pid(&pid_file).is_some());
@@ -534,12 +552,11 @@ fn an_agent_killed_with_sigkill_leaves_its_tasks_running_and_its_successor_re_ad
     let exec = executor_pid(&w.root(), id).unwrap();
     let first_id = w.sched.last_sync().unwrap().agent_id;
 
-    first.kill()?; // SIGKILL
-    first.wait()?;
+    first.kill_9();
     assert!(alive(exec), "the executor outlives the agent");
     assert!(alive(task_pid), "the task outlives the agent");
 
-    let mut second = w.spawn_agent_process();
+    let second = w.spawn_agent_process();
     wait_until("the new agent reporting the task running", || {
         w.sched.last_sync().is_some_and(|s| {
             s.agent_id != first_id && s.tasks.iter().any(|t| t.task_id == id && t.running)
@@ -562,7 +579,6 @@ fn an_agent_killed_with_sigkill_leaves_its_tasks_running_and_its_successor_re_ad
             .join(format!("{id}.json"))
             .exists()
     });
-    second.kill()?;
-    second.wait()?;
+    second.kill_9();
     Ok(())
 }
