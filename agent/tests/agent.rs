@@ -330,7 +330,7 @@ fn waiter(task_id: &str) -> Assignment {
                 "name": "waiter",
                 "processes": [{
                     "name": "wait",
-                    "cmdline": "echo $$ > pid.tmp && mv pid.tmp pid; echo port={{thermos.ports[http]}} > port; i=0; while [ ! -e stop ]; do i=$((i+1)); [ $i -gt 3000 ] && exit 1; sleep 0.05; done"
+                    "cmdline": "echo port={{thermos.ports[http]}} > port; echo $$ > pid.tmp && mv pid.tmp pid; i=0; while [ ! -e stop ]; do i=$((i+1)); [ $i -gt 3000 ] && exit 1; sleep 0.05; done"
                 }],
                 "resources": {"cpu": 0.1, "ram": 16777216, "disk": 16777216},
                 "finalization_wait": 5
