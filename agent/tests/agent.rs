@@ -493,6 +493,11 @@ fn a_restarted_agent_re_adopts_its_task_and_recovers_an_executor_that_died_meanw
         w.sched.states(id).contains(&ScheduleStatus::Finished)
     });
     wait_until("the task forgotten", || w.sched.reported(id).is_none());
+    assert_eq!(
+        w.sched.state.lock().unwrap().refused,
+        0,
+        "the recovered executor reports with the token too"
+    );
     w.stop_agent(second);
     Ok(())
 }
