@@ -66,6 +66,8 @@ struct Fake {
     statuses: Vec<StatusUpdate>,
     /// Requests refused for a missing or wrong token.
     refused: u32,
+    /// Answer status updates with 503 (the scheduler is failing).
+    status_down: bool,
 }
 
 #[derive(Clone)]
@@ -130,6 +132,9 @@ async fn status(
     if !authorized(&headers) {
         st.refused += 1;
         return (StatusCode::UNAUTHORIZED, "agent token required").into_response();
+    }
+    if st.status_down {
+        return (StatusCode::SERVICE_UNAVAILABLE, "storage failed").into_response();
     }
     let duplicate = st
         .statuses
@@ -585,5 +590,66 @@ fn an_agent_killed_with_sigkill_leaves_its_tasks_running_and_its_successor_re_ad
             .exists()
     });
     second.kill_9();
+    Ok(())
+}
+
+#[test]
+fn an_end_whose_report_was_lost_with_its_executor_is_delivered_by_the_agent() -> TestResult {
+    let w = World::new();
+    w.sched.state.lock().unwrap().status_down = true;
+    let agent = w.start_agent();
+    let id = "root-test-waiter-0-1700000000000-e005";
+    w.sched.launch(waiter(id));
+    let pid_file = w.sandbox(id).join("pid");
+    wait_until("the task's process", || read_pid(&pid_file).is_some());
+    let exec = executor_pid(&w.root(), id).unwrap();
+    std::fs::write(w.sandbox(id).join("stop"), "")?;
+    let runner = w.root().join("checkpoints").join(id).join("runner");
+    wait_until("the end in the checkpoint", || {
+        hearth_checkpoints::stream::replay_path(&runner)
+            .is_ok_and(|r| r.replay.state().is_terminal())
+    });
+    // The executor dies while it waits for the scheduler to take its updates.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(exec),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    wait_until("the agent to report the end", || {
+        w.sched
+            .reported(id)
+            .is_some_and(|t| t.terminal == Some(ScheduleStatus::Finished) && !t.running)
+    });
+    let log = w.root().join("agent/logs").join(format!("{id}.log"));
+    wait_until("a second hearth run, to deliver the updates", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| {
+            l.lines()
+                .filter(|l| l.starts_with("hearth agent: ") && l.contains(" run "))
+                .count()
+                >= 2
+        })
+    });
+    assert!(
+        w.root()
+            .join("agent/tasks")
+            .join(format!("{id}.json"))
+            .exists(),
+        "kept while its updates are not acknowledged"
+    );
+    w.sched.state.lock().unwrap().status_down = false;
+    wait_until("every update applied once, in order", || {
+        w.sched.states(id)
+            == vec![
+                ScheduleStatus::Starting,
+                ScheduleStatus::Running,
+                ScheduleStatus::Finished,
+            ]
+    });
+    wait_until("the task forgotten", || {
+        !w.root()
+            .join("agent/tasks")
+            .join(format!("{id}.json"))
+            .exists()
+    });
+    w.stop_agent(agent);
     Ok(())
 }
