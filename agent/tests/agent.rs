@@ -68,6 +68,9 @@ struct Fake {
     refused: u32,
     /// Answer status updates with 503 (the scheduler is failing).
     status_down: bool,
+    /// Answer syncs with 503, counting them.
+    sync_down: bool,
+    failed_syncs: u32,
 }
 
 #[derive(Clone)]
@@ -91,6 +94,13 @@ async fn sync(
     if !authorized(&headers) {
         s.state.lock().unwrap().refused += 1;
         return (StatusCode::UNAUTHORIZED, "agent token required").into_response();
+    }
+    {
+        let mut st = s.state.lock().unwrap();
+        if st.sync_down {
+            st.failed_syncs += 1;
+            return (StatusCode::SERVICE_UNAVAILABLE, "storage failed").into_response();
+        }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms.min(500));
     let acked = req.acked_epoch;
@@ -644,6 +654,84 @@ fn an_end_whose_report_was_lost_with_its_executor_is_delivered_by_the_agent() ->
                 ScheduleStatus::Finished,
             ]
     });
+    wait_until("the task forgotten", || {
+        !w.root()
+            .join("agent/tasks")
+            .join(format!("{id}.json"))
+            .exists()
+    });
+    w.stop_agent(agent);
+    Ok(())
+}
+
+#[test]
+fn a_stray_in_the_root_is_reported_and_killed_on_order() -> TestResult {
+    let w = World::new();
+    let agent = w.start_agent();
+    let id = "root-test-waiter-0-1700000000000-f006";
+    // Started by hand in the agent's root: not the agent's, so a stray.
+    let config = w.dir.path().join("stray.json");
+    std::fs::write(&config, serde_json::to_vec(&waiter(id).config)?)?;
+    let mut by_hand = std::process::Command::new(hearth_bin())
+        .arg("run")
+        .arg(&config)
+        .arg("--root")
+        .arg(w.root())
+        .args(["--task-id", id, "--no-setuid", "--no-cgroups"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    wait_until("the stray reported running", || {
+        w.sched.reported(id).is_some_and(|t| t.running)
+    });
+    assert!(
+        !w.root()
+            .join("agent/tasks")
+            .join(format!("{id}.json"))
+            .exists(),
+        "the agent does not take it as its own"
+    );
+    w.sched.kill(id);
+    let status = by_hand.wait()?;
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "hearth run exits 3 when its task is killed"
+    );
+    wait_until("the stray to leave the reports", || {
+        w.sched.reported(id).is_none()
+    });
+    w.stop_agent(agent);
+    Ok(())
+}
+
+#[test]
+fn tasks_keep_running_while_the_scheduler_fails_and_syncs_resume_after() -> TestResult {
+    let w = World::new();
+    let agent = w.start_agent();
+    let id = "root-test-waiter-0-1700000000000-a007";
+    w.sched.launch(waiter(id));
+    let pid_file = w.sandbox(id).join("pid");
+    wait_until("the task's process", || read_pid(&pid_file).is_some());
+    let task_pid = read_pid(&pid_file).unwrap();
+    w.sched.state.lock().unwrap().sync_down = true;
+    let failing_since = w.sched.state.lock().unwrap().failed_syncs;
+    wait_until("several failed syncs", || {
+        w.sched.state.lock().unwrap().failed_syncs >= failing_since + 4
+    });
+    assert!(alive(task_pid), "the task keeps running");
+    let syncs = w.sched.state.lock().unwrap().syncs.len();
+    w.sched.state.lock().unwrap().sync_down = false;
+    wait_until("syncs again, reporting the task running", || {
+        let st = w.sched.state.lock().unwrap();
+        st.syncs.len() > syncs
+            && st
+                .syncs
+                .last()
+                .is_some_and(|s| s.tasks.iter().any(|t| t.task_id == id && t.running))
+    });
+    std::fs::write(w.sandbox(id).join("stop"), "")?;
     wait_until("the task forgotten", || {
         !w.root()
             .join("agent/tasks")
