@@ -14,7 +14,7 @@
 //! | disk | the agent |
 //! |---|---|
 //! | `Live` | reports it running; kills it if ordered |
-//! | `Orphaned` | runs `hearth run --task-id` again (recovery), or `hearth kill` (which adopts it) if ordered; gives up (reports LOST) after [`Policy::max_starts`] failed starts |
+//! | `Orphaned` | runs `hearth run --task-id` again (recovery), or `hearth kill` (which adopts it) if ordered; after [`Policy::max_starts`] failed starts, gives up: reports it LOST and runs `hearth kill` once |
 //! | `Absent` | launches it; a kill order before it started ends it (reported KILLED); gives up (reports FAILED) after [`Policy::max_starts`] failed starts |
 //! | `Ended` | reports its terminal status; runs `hearth run` again while the executor left status updates unacknowledged (it delivers them and exits); forgets it once a sync carrying the end was answered and every update was acknowledged |
 //!
@@ -294,19 +294,16 @@ impl Book {
                         kill(e, &mut actions);
                     }
                 }
-                Disk::Ended { pending, .. } => {
-                    e.given_up = None;
-                    if busy {
-                    } else if pending {
-                        start(e, RunReason::Deliver, &mut actions);
-                    } else if e.end_delivered {
+                Disk::Ended { .. } | Disk::Orphaned | Disk::Absent if busy => {}
+                Disk::Ended { pending: true, .. } => start(e, RunReason::Deliver, &mut actions),
+                Disk::Ended { .. } => {
+                    if e.end_delivered {
                         gone.push(task_id.clone());
                         actions.push(Action::Forget {
                             task_id: task_id.clone(),
                         });
                     }
                 }
-                Disk::Orphaned | Disk::Absent if busy => {}
                 Disk::Orphaned | Disk::Absent if e.given_up.is_some() => {
                     if e.end_delivered {
                         gone.push(task_id.clone());
@@ -320,12 +317,14 @@ impl Book {
                     // Ordered killed before it ever started: nothing runs, nothing will.
                     e.given_up = Some(ScheduleStatus::Killed);
                 }
-                Disk::Orphaned | Disk::Absent if e.starts >= policy.max_starts => {
-                    e.given_up = Some(if obs.disk == Disk::Absent {
-                        ScheduleStatus::Failed
-                    } else {
-                        ScheduleStatus::Lost
-                    });
+                Disk::Absent if e.starts >= policy.max_starts => {
+                    e.given_up = Some(ScheduleStatus::Failed);
+                }
+                Disk::Orphaned if e.starts >= policy.max_starts => {
+                    // Its processes may live on under their keeper: tear them down (`hearth
+                    // kill` adopts the task) so that no stale copy runs once it is replaced.
+                    e.given_up = Some(ScheduleStatus::Lost);
+                    kill(e, &mut actions);
                 }
                 Disk::Orphaned => start(e, RunReason::Recover, &mut actions),
                 Disk::Absent => start(e, RunReason::Launch, &mut actions),
@@ -544,6 +543,30 @@ mod tests {
             one_task(&book, obs(Disk::Orphaned)).terminal,
             Some(ScheduleStatus::Lost)
         );
+    }
+
+    #[test]
+    fn giving_up_on_an_orphan_kills_it_once_and_forgets_it_once_delivered() {
+        let policy = Policy::default();
+        let mut now = Instant::now();
+        let mut book = Book::new(policy);
+        book.adopt(assignment("t1"));
+        let mut all = Vec::new();
+        for _ in 0..200 {
+            all.extend(book.step(now, |_| obs(Disk::Orphaned)));
+            now += Duration::from_secs(1);
+        }
+        let kills = all
+            .iter()
+            .filter(|a| matches!(a, Action::Kill { .. }))
+            .count();
+        assert_eq!(kills, 1, "{all:?}");
+        assert_eq!(runs(&all).len(), policy.max_starts as usize);
+        book.delivered(&book.report(|_| obs(Disk::Orphaned)));
+        assert!(matches!(
+            book.step(now, |_| obs(Disk::Orphaned)).as_slice(),
+            [Action::Forget { .. }]
+        ));
     }
 
     #[test]
