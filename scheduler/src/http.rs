@@ -20,13 +20,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use crate::api::{STATUS_PATH, StatusUpdate};
+#[allow(unused_imports)] // the OpenAPI attributes name the response types
+use crate::api::{STATUS_PATH, StatusAck, StatusConflict, StatusUpdate};
 use crate::auth::{AuthFailure, Security, bearer_matches};
 use crate::core::{COMMIT_BUCKETS, CoreGone, CoreHandle};
 use crate::state::{OpError, StatusReply, SyncReply};
+#[allow(unused_imports)] // the OpenAPI attributes name the response types
 use crate::wire::{
-    AGENT_SYNC_PATH, AgentSync, ApiError, CreateJobRequest, InstancesRequest, JobKey,
-    ReconcileRequest,
+    AGENT_SYNC_PATH, AgentOrders, AgentSync, ApiError, AuditEntry, BackupInfo, ChangeResponse,
+    CreateJobRequest, HostStatus, InstancesRequest, JobDetail, JobKey, JobSummary,
+    ReconcileRequest, ReconcileStatus, TaskStatus,
 };
 
 /// Where backups go.
@@ -171,8 +174,8 @@ fn job_key(parts: (String, String, String, String)) -> Result<JobKey, Failure> {
 /// The router.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/health", get(|| async { "OK" }))
-        .route("/leaderhealth", get(|| async { "OK" }))
+        .route("/health", get(health))
+        .route("/leaderhealth", get(leaderhealth))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/api/v1/jobs", post(create_job).get(list_jobs))
@@ -200,7 +203,20 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `GET /health`
+#[utoipa::path(get, path = "/health", responses((status = 200, description = "OK", content_type = "text/plain")))]
+pub async fn health() -> &'static str {
+    "OK"
+}
+
+/// `GET /leaderhealth`: this scheduler always leads (one scheduler, no election yet).
+#[utoipa::path(get, path = "/leaderhealth", responses((status = 200, description = "OK", content_type = "text/plain")))]
+pub async fn leaderhealth() -> &'static str {
+    "OK"
+}
+
 /// `POST /api/v1/jobs`
+#[utoipa::path(post, path = "/api/v1/jobs", request_body = CreateJobRequest, responses((status = 201, body = JobSummary), (status = 409, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 pub async fn create_job(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -221,6 +237,7 @@ pub struct RoleQuery {
 }
 
 /// `GET /api/v1/jobs[?role=R]`
+#[utoipa::path(get, path = "/api/v1/jobs", params(("role" = Option<String>, Query)), responses((status = 200, body = Vec<JobSummary>), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 pub async fn list_jobs(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -235,6 +252,7 @@ pub async fn list_jobs(
 }
 
 /// `GET /api/v1/jobs/{cluster}/{role}/{env}/{name}`
+#[utoipa::path(get, path = "/api/v1/jobs/{cluster}/{role}/{env}/{name}", params(("cluster" = String, Path), ("role" = String, Path), ("env" = String, Path), ("name" = String, Path)), responses((status = 200, body = JobDetail), (status = 404, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 pub async fn get_job(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -247,6 +265,7 @@ pub async fn get_job(
 }
 
 /// `GET /api/v1/jobs/{cluster}/{role}/{env}/{name}/tasks`
+#[utoipa::path(get, path = "/api/v1/jobs/{cluster}/{role}/{env}/{name}/tasks", params(("cluster" = String, Path), ("role" = String, Path), ("env" = String, Path), ("name" = String, Path)), responses((status = 200, body = Vec<TaskStatus>), (status = 404, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 pub async fn job_tasks(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -270,6 +289,7 @@ fn instances_body(
 }
 
 /// `POST .../kill`
+#[utoipa::path(post, path = "/api/v1/jobs/{cluster}/{role}/{env}/{name}/kill", params(("cluster" = String, Path), ("role" = String, Path), ("env" = String, Path), ("name" = String, Path)), request_body = InstancesRequest, responses((status = 200, body = ChangeResponse), (status = 404, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 pub async fn kill_job(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -287,6 +307,7 @@ pub async fn kill_job(
 }
 
 /// `POST .../restart`
+#[utoipa::path(post, path = "/api/v1/jobs/{cluster}/{role}/{env}/{name}/restart", params(("cluster" = String, Path), ("role" = String, Path), ("env" = String, Path), ("name" = String, Path)), request_body = InstancesRequest, responses((status = 200, body = ChangeResponse), (status = 404, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 pub async fn restart_job(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -304,6 +325,7 @@ pub async fn restart_job(
 }
 
 /// `GET /api/v1/hosts`
+#[utoipa::path(get, path = "/api/v1/hosts", responses((status = 200, body = Vec<HostStatus>), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 pub async fn list_hosts(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -325,6 +347,7 @@ fn check_host(host: &str) -> Result<(), Failure> {
 }
 
 /// `POST /api/v1/hosts/{host}/drain`
+#[utoipa::path(post, path = "/api/v1/hosts/{host}/drain", params(("host" = String, Path)), responses((status = 200, body = HostStatus), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 pub async fn drain_host(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -340,6 +363,7 @@ pub async fn drain_host(
 }
 
 /// `POST /api/v1/hosts/{host}/activate`
+#[utoipa::path(post, path = "/api/v1/hosts/{host}/activate", params(("host" = String, Path)), responses((status = 200, body = HostStatus), (status = 404, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 pub async fn activate_host(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -355,6 +379,7 @@ pub async fn activate_host(
 }
 
 /// `POST /api/v1/backups`
+#[utoipa::path(post, path = "/api/v1/backups", responses((status = 200, body = BackupInfo), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 pub async fn backup_now(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -378,6 +403,7 @@ pub async fn backup_now(
 }
 
 /// `GET /api/v1/backups`
+#[utoipa::path(get, path = "/api/v1/backups", responses((status = 200, body = Vec<BackupInfo>), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 pub async fn list_backups(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -392,6 +418,7 @@ pub async fn list_backups(
 }
 
 /// `GET /api/v1/reconcile`
+#[utoipa::path(get, path = "/api/v1/reconcile", responses((status = 200, body = ReconcileStatus), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 pub async fn reconcile_get(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -402,6 +429,7 @@ pub async fn reconcile_get(
 }
 
 /// `POST /api/v1/reconcile`
+#[utoipa::path(post, path = "/api/v1/reconcile", request_body = ReconcileRequest, responses((status = 200, body = ReconcileStatus), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 pub async fn reconcile_post(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -429,6 +457,7 @@ pub struct LimitQuery {
 }
 
 /// `GET /api/v1/audit[?limit=N]`
+#[utoipa::path(get, path = "/api/v1/audit", params(("limit" = Option<u32>, Query)), responses((status = 200, body = Vec<AuditEntry>), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 pub async fn audit(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -451,6 +480,7 @@ pub async fn audit(
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// `POST /api/v1/agents/sync`: the agents' long-poll.
+#[utoipa::path(post, path = "/api/v1/agents/sync", request_body = AgentSync, responses((status = 200, body = AgentOrders), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 pub async fn agent_sync(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -479,6 +509,7 @@ pub async fn agent_sync(
 }
 
 /// `POST /api/v1/status`: executors' status reports (exactly once, in order).
+#[utoipa::path(post, path = "/api/v1/status", request_body = StatusUpdate, responses((status = 200, body = StatusAck), (status = 409, body = StatusConflict), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
 pub async fn status(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -497,6 +528,7 @@ pub async fn status(
 }
 
 /// `GET /metrics`: Prometheus text.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 pub async fn metrics(State(st): State<AppState>) -> Result<Response, Failure> {
     let (counts, stats, hosts, jobs, hold) = st
         .core
@@ -630,6 +662,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, Failure> {
 }
 
 /// `GET /openapi.json`
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "this document", content_type = "application/json")))]
 pub async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
