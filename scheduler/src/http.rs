@@ -50,6 +50,8 @@ pub struct AppState {
     pub auth_reads: bool,
     pub agent_timeout: Duration,
     pub backups: Arc<Backups>,
+    /// Becomes true when the server shuts down: held long-polls answer at once.
+    pub shutting_down: tokio::sync::watch::Receiver<bool>,
 }
 
 /// An error answer.
@@ -499,7 +501,13 @@ pub async fn agent_sync(
     let orders = match reply {
         SyncReply::Orders(o) => o,
         SyncReply::Wait(mut rx) => {
-            let _ = tokio::time::timeout(wait, rx.changed()).await;
+            let mut down = st.shutting_down.clone();
+            if !*down.borrow() {
+                tokio::select! {
+                    _ = tokio::time::timeout(wait, rx.changed()) => {}
+                    _ = down.changed() => {}
+                }
+            }
             st.core
                 .call(move |s, now| s.agent_poll(&host, acked, now))
                 .await?

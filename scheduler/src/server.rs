@@ -273,6 +273,8 @@ pub struct Started {
     pub core: CoreHandle,
     pub app: AppState,
     pub thread: std::thread::JoinHandle<Result<(), StorageError>>,
+    /// Send `true` to end held long-polls (shutdown).
+    pub shutting_down: tokio::sync::watch::Sender<bool>,
     /// How long loading took.
     pub load_time: Duration,
 }
@@ -329,7 +331,9 @@ pub fn start(cfg: &SchedulerConfig) -> Result<Started, SchedulerError> {
         }
     );
     let (core, thread) = core::spawn(Box::new(st), state, core::now_ms);
+    let (shutting_down, down_rx) = tokio::sync::watch::channel(false);
     let app = AppState {
+        shutting_down: down_rx,
         core: core.clone(),
         security: security.map(Arc::new),
         agent_tokens: Arc::new(cfg.agent_tokens.clone()),
@@ -345,6 +349,7 @@ pub fn start(cfg: &SchedulerConfig) -> Result<Started, SchedulerError> {
         core,
         app,
         thread,
+        shutting_down,
         load_time,
     })
 }
@@ -394,11 +399,13 @@ pub async fn serve(
     let stats = started.core.stats.clone();
     let core_failed = async move { stats.stopped.notified().await };
     let router = http::app(started.app.clone());
+    let down = started.shutting_down.clone();
     let stop = async move {
         tokio::select! {
             _ = shutdown => {}
             _ = core_failed => {}
         }
+        let _ = down.send(true);
     };
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(stop)
