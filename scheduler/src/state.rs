@@ -155,6 +155,9 @@ pub struct State {
     pub woken: BTreeSet<String>,
     watches: HashMap<String, watch::Sender<u64>>,
     pub stats: Stats,
+    /// A host appeared, came back or was activated: pending tasks are tried again at once
+    /// instead of waiting out their backoff.
+    capacity_changed: bool,
 }
 
 fn policy(spec: &JobSpec) -> JobPolicy {
@@ -185,6 +188,7 @@ impl State {
             woken: BTreeSet::new(),
             watches: HashMap::new(),
             stats: Stats::default(),
+            capacity_changed: false,
         }
     }
 
@@ -750,6 +754,7 @@ impl State {
             )));
         };
         h.mode = HostMode::None;
+        self.capacity_changed = true;
         self.dirty.hosts.insert(host.to_owned());
         self.audit(now, user, "endMaintenance", host, String::new());
         Ok(self
@@ -776,11 +781,13 @@ impl State {
             .hosts
             .entry(name.clone())
             .or_insert_with(|| Host::new(&name));
+        let came_up = !h.alive;
         if h.agent_id != sync.agent_id
             || h.resources != sync.resources
             || h.ports != sync.ports
             || h.attributes != sync.attributes
         {
+            self.capacity_changed = true;
             h.agent_id = sync.agent_id.clone();
             h.resources = sync.resources;
             h.ports = sync.ports;
@@ -789,6 +796,9 @@ impl State {
         }
         h.last_seen_ms = now;
         h.alive = true;
+        if came_up {
+            self.capacity_changed = true;
+        }
 
         let reported: HashMap<&str, &crate::wire::AgentTask> =
             sync.tasks.iter().map(|t| (t.task_id.as_str(), t)).collect();
@@ -1121,6 +1131,7 @@ impl State {
             return;
         }
         let ids: Vec<String> = self.pending.iter().cloned().collect();
+        let retry_all = std::mem::take(&mut self.capacity_changed);
         // Within one pass, a job whose task did not fit makes its other tasks wait too.
         let mut failed: HashMap<JobKey, String> = HashMap::new();
         let cfg = self.cfg;
@@ -1128,7 +1139,7 @@ impl State {
             let Some(t) = self.tasks.get(&id) else {
                 continue;
             };
-            if t.placement_retry.is_some_and(|(at, _)| at > now) {
+            if !retry_all && t.placement_retry.is_some_and(|(at, _)| at > now) {
                 continue;
             }
             let key = t.job.clone();

@@ -396,6 +396,24 @@ fn unplaceable_tasks_stay_pending_with_the_reason_and_back_off() {
 }
 
 #[test]
+fn a_new_agent_gets_waiting_tasks_placed_at_once() {
+    let mut s = state();
+    s.create_job(key(), config(1, true), "a", T0).unwrap();
+    for n in 0..8 {
+        s.place_pending(T0 + n * 60_000);
+    }
+    assert_eq!(active(&s, 0).placement_retry.map(|r| r.1), Some(60_000));
+    let o = orders(&mut s, "h1", &[], 0, T0 + 480_001);
+    assert!(o.launch.is_empty());
+    s.place_pending(T0 + 480_001);
+    assert_eq!(
+        active(&s, 0).state,
+        Assigned,
+        "no minute-long wait for the backoff"
+    );
+}
+
+#[test]
 fn a_service_of_three_on_two_agents_uses_both() {
     let mut s = state();
     orders(&mut s, "h1", &[], 0, T0);
