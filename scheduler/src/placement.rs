@@ -97,10 +97,27 @@ pub fn veto(
     if host.used.disk.saturating_add(need.disk) > host.resources.disk {
         return Some(Veto::Insufficient("disk"));
     }
-    if free_ports(host, spec.port_names.len()).is_none() {
+    if !has_free_ports(host, spec.port_names.len()) {
         return Some(Veto::Insufficient("ports"));
     }
     None
+}
+
+/// Whether the host's range has `n` ports no active task holds; O(1) unless the range is nearly
+/// full (ports held outside the current range only make the quick count conservative).
+pub fn has_free_ports(host: &Host, n: usize) -> bool {
+    if n == 0 {
+        return true;
+    }
+    let (first, last) = (host.ports.first, host.ports.last);
+    if first == 0 || last < first {
+        return false;
+    }
+    let size = usize::from(last - first) + 1;
+    if size >= host.ports_used.len() + n {
+        return true;
+    }
+    free_ports(host, n).is_some()
 }
 
 /// The lowest `n` ports of the host's range no active task holds.
