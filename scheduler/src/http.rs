@@ -279,15 +279,20 @@ pub async fn job_tasks(
     Ok(Json(tasks).into_response())
 }
 
-fn instances_body(
-    body: Result<Json<InstancesRequest>, JsonRejection>,
-) -> Result<Option<Vec<u32>>, Failure> {
-    match body {
-        Ok(Json(r)) => Ok(r.instances),
-        // An empty body means every instance.
-        Err(JsonRejection::MissingJsonContentType(_)) => Ok(None),
-        Err(e) => Err(bad_json(e)),
+/// An [`InstancesRequest`] body; an empty body means every instance.
+fn instances_body(body: &[u8]) -> Result<Option<Vec<u32>>, Failure> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
     }
+    serde_json::from_slice::<InstancesRequest>(body)
+        .map(|r| r.instances)
+        .map_err(|e| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("body: {e}; send {{\"instances\": [0, 1]}} or nothing for every instance"),
+            )
+        })
 }
 
 /// `POST .../kill`
@@ -296,11 +301,11 @@ pub async fn kill_job(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(parts): Path<(String, String, String, String)>,
-    body: Result<Json<InstancesRequest>, JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Result<Response, Failure> {
     let key = job_key(parts)?;
     let user = st.authorize(&headers, Some(&manager("killTasks", &key)))?;
-    let instances = instances_body(body)?;
+    let instances = instances_body(&body)?;
     let r = st
         .core
         .call(move |s, now| s.kill_job(&key, instances.as_deref(), &user, now))
@@ -314,11 +319,11 @@ pub async fn restart_job(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(parts): Path<(String, String, String, String)>,
-    body: Result<Json<InstancesRequest>, JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Result<Response, Failure> {
     let key = job_key(parts)?;
     let user = st.authorize(&headers, Some(&manager("restartShards", &key)))?;
-    let instances = instances_body(body)?;
+    let instances = instances_body(&body)?;
     let r = st
         .core
         .call(move |s, now| s.restart_job(&key, instances.as_deref(), &user, now))

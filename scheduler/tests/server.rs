@@ -342,6 +342,29 @@ async fn bad_requests_name_the_problem() {
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    call(&router, "POST", "/api/v1/jobs", Some(job(2)), None).await;
+    let kill = "/api/v1/jobs/west/www/prod/web/kill";
+    let r = call(&router, "POST", kill, Some(json!({"instances": [7]})), None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.text.contains("instance(s) 7") && r.text.contains("west/www/prod/web"),
+        "{}",
+        r.text
+    );
+    let r = call(&router, "POST", kill, Some(json!("x")), None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = call(
+        &router,
+        "POST",
+        "/api/v1/jobs/west/www/prod/web/restart",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = call(&router, "POST", kill, Some(json!({})), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["tasks"].as_array().unwrap().len(), 2, "{}", r.text);
     stop(started, router).await;
 }
 
