@@ -33,6 +33,20 @@ type Op = Box<dyn FnOnce(&mut State, i64) -> Deliver + Send>;
 #[error("the scheduler core has stopped (storage failure or shutdown); nothing was acknowledged")]
 pub struct CoreGone;
 
+/// Why the core thread stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// A commit failed: nothing of its batch was acknowledged.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// An operation panicked (a bug): the model may be inconsistent, so the core stops before
+    /// committing anything of that batch.
+    #[error("an operation of the scheduler core panicked: {0}")]
+    Panicked(String),
+    #[error("cannot start the core thread: {0}")]
+    Spawn(String),
+}
+
 /// Upper bounds (seconds) of the commit latency histogram.
 pub const COMMIT_BUCKETS: [f64; 10] =
     [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0];
@@ -128,7 +142,7 @@ pub fn spawn(
     mut storage: Box<dyn Storage>,
     mut state: State,
     clock: fn() -> i64,
-) -> (CoreHandle, JoinHandle<Result<(), StorageError>>) {
+) -> (CoreHandle, JoinHandle<Result<(), CoreError>>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Op>();
     let stats = Arc::new(CoreStats::default());
     let st = stats.clone();
@@ -141,14 +155,27 @@ pub fn spawn(
                     return Ok(());
                 };
                 let now = clock();
-                delivers.push(first(&mut state, now));
-                while delivers.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(op) => delivers.push(op(&mut state, now)),
-                        Err(_) => break,
+                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    delivers.push(first(&mut state, now));
+                    while delivers.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(op) => delivers.push(op(&mut state, now)),
+                            Err(_) => break,
+                        }
                     }
+                    state.place_pending(now);
+                }));
+                if let Err(panic) = applied {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    st.failed.store(true, Ordering::SeqCst);
+                    st.stopped.notify_one();
+                    tracing::error!("an operation panicked, the scheduler stops: {what}");
+                    return Err(CoreError::Panicked(what));
                 }
-                state.place_pending(now);
                 match commit_state(storage.as_mut(), &mut state) {
                     Ok(d) => {
                         if d > Duration::ZERO {
@@ -162,7 +189,7 @@ pub fn spawn(
                         tracing::error!("commit failed, the scheduler stops: {e}");
                         // Nobody is answered: their changes are not durable.
                         delivers.clear();
-                        return Err(e);
+                        return Err(CoreError::Storage(e));
                     }
                 }
                 st.ops.fetch_add(delivers.len() as u64, Ordering::Relaxed);
@@ -175,14 +202,10 @@ pub fn spawn(
     let thread = match thread {
         Ok(t) => t,
         // Spawning a thread fails only when the system is out of resources.
-        Err(e) => std::thread::spawn(move || {
-            Err(StorageError::Corrupt {
-                path: Default::default(),
-                what: "core thread",
-                key: String::new(),
-                reason: e.to_string(),
-            })
-        }),
+        Err(e) => {
+            let reason = e.to_string();
+            std::thread::spawn(move || Err(CoreError::Spawn(reason)))
+        }
     };
     (CoreHandle { tx, stats }, thread)
 }
@@ -242,9 +265,30 @@ mod tests {
             .await;
         assert_eq!(r.unwrap_err(), CoreGone);
         assert!(core.stats.failed.load(Ordering::SeqCst));
-        assert!(thread.join().unwrap().is_err());
+        assert!(matches!(thread.join().unwrap(), Err(CoreError::Storage(_))));
         assert_eq!(*committed.lock().unwrap(), 1);
         // Reads after the failure get no answer either.
         assert!(core.call(|s, _| s.jobs.len()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_operation_stops_the_core_without_committing() {
+        let committed = Arc::new(Mutex::new(0));
+        let storage = Failing {
+            ok: 10,
+            committed: committed.clone(),
+        };
+        let state = State::new(LifecycleConfig::default(), 60_000, None);
+        let (core, thread) = spawn(Box::new(storage), state, now_ms);
+        let r: Result<(), CoreGone> = core
+            .call(|s, now| {
+                s.create_job("c/r/prod/a".parse().unwrap(), config(), "u", now)
+                    .unwrap();
+                panic!("a bug");
+            })
+            .await;
+        assert_eq!(r, Err(CoreGone));
+        assert!(matches!(thread.join().unwrap(), Err(CoreError::Panicked(m)) if m == "a bug"));
+        assert_eq!(*committed.lock().unwrap(), 0);
     }
 }

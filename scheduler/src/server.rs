@@ -133,6 +133,8 @@ pub enum SchedulerError {
     Hash(String),
     #[error("the scheduler core stopped unexpectedly")]
     CoreStopped,
+    #[error("the scheduler core stopped: {0}")]
+    Core(String),
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> SchedulerError + '_ {
@@ -272,11 +274,13 @@ pub fn list_backups(dir: &Path) -> Result<Vec<BackupInfo>, SchedulerError> {
 pub struct Started {
     pub core: CoreHandle,
     pub app: AppState,
-    pub thread: std::thread::JoinHandle<Result<(), StorageError>>,
+    pub thread: std::thread::JoinHandle<Result<(), core::CoreError>>,
     /// Send `true` to end held long-polls (shutdown).
     pub shutting_down: tokio::sync::watch::Sender<bool>,
     /// How long loading took.
     pub load_time: Duration,
+    /// What was loaded, for the one start-up log line.
+    pub summary: String,
 }
 
 /// Validate `cfg`, open and load the database, start the core. Binds nothing.
@@ -318,14 +322,14 @@ pub fn start(cfg: &SchedulerConfig) -> Result<Started, SchedulerError> {
     );
     storage::load_state(&mut st, &mut state, core::now_ms())?;
     let load_time = began.elapsed();
-    tracing::info!(
-        "loaded {} job(s), {} task(s), {} host(s) in {:?}{}",
+    let summary = format!(
+        "{} job(s), {} task(s), {} host(s) loaded in {} ms{}",
         state.jobs.len(),
         state.tasks.len(),
         state.hosts.len(),
-        load_time,
+        load_time.as_millis(),
         if state.hold {
-            "; reconcile hold is on (hearth scheduler reconcile --confirm ends it)"
+            "; reconcile hold on: unknown tasks are kept until hearth scheduler reconcile --confirm"
         } else {
             ""
         }
@@ -351,6 +355,7 @@ pub fn start(cfg: &SchedulerConfig) -> Result<Started, SchedulerError> {
         thread,
         shutting_down,
         load_time,
+        summary,
     })
 }
 
@@ -370,7 +375,7 @@ pub async fn serve(
             source,
         })?;
     let addr = listener.local_addr().unwrap_or(cfg.bind);
-    tracing::info!("scheduler listening on http://{addr}");
+    tracing::info!("scheduler listening on http://{addr} ({})", started.summary);
     let core = started.core.clone();
     let ticker = tokio::spawn(async move {
         let mut every = tokio::time::interval(TICK);
@@ -426,7 +431,8 @@ pub async fn serve(
     if failed {
         // The thread has ended with the commit error.
         return match tokio::task::spawn_blocking(move || started.thread.join()).await {
-            Ok(Ok(Err(e))) => Err(SchedulerError::Storage(e)),
+            Ok(Ok(Err(core::CoreError::Storage(e)))) => Err(SchedulerError::Storage(e)),
+            Ok(Ok(Err(e))) => Err(SchedulerError::Core(e.to_string())),
             _ => Err(SchedulerError::CoreStopped),
         };
     }
