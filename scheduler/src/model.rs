@@ -390,7 +390,12 @@ impl Host {
             self.used.ram = self.used.ram.saturating_add(need.ram);
             self.used.disk = self.used.disk.saturating_add(need.disk);
             self.ports_used.extend(task.ports.values().copied());
-            *self.job_counts.entry(task.job.clone()).or_default() += 1;
+            match self.job_counts.get_mut(&task.job) {
+                Some(n) => *n += 1,
+                None => {
+                    self.job_counts.insert(task.job.clone(), 1);
+                }
+            }
         }
     }
 

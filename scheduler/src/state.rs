@@ -242,7 +242,8 @@ impl State {
             self.hosts.insert(h.name.clone(), h);
         }
         let mut ended: Vec<(i64, String, JobKey)> = Vec::new();
-        for t in tasks {
+        self.tasks.reserve(tasks.len());
+        for mut t in tasks {
             let id = t.id.clone();
             if let Some(job) = self.jobs.get_mut(&t.job) {
                 if t.is_active() {
@@ -254,33 +255,34 @@ impl State {
                     ended.push((t.last_event_ms(), id.clone(), t.job.clone()));
                 }
             }
-            self.tasks.insert(id.clone(), t);
-        }
-        ended.sort();
-        for (_, id, job) in ended {
-            if let Some(j) = self.jobs.get_mut(&job) {
-                j.terminal.push(id);
-            }
-        }
-        let ids: Vec<String> = self.tasks.keys().cloned().collect();
-        for id in ids {
             // Kills not confirmed before the restart are sent again at once.
-            if let Some(t) = self.tasks.get_mut(&id)
-                && matches!(
-                    t.state,
-                    ScheduleStatus::Killing
-                        | ScheduleStatus::Restarting
-                        | ScheduleStatus::Draining
-                        | ScheduleStatus::Preempting
-                )
-            {
+            if matches!(
+                t.state,
+                ScheduleStatus::Killing
+                    | ScheduleStatus::Restarting
+                    | ScheduleStatus::Draining
+                    | ScheduleStatus::Preempting
+            ) {
                 t.kill = Some(KillOrder {
                     next_ms: now,
                     backoff_ms: 0,
                     epoch: 0,
                 });
             }
-            self.reindex(&id);
+            let indexed = t.state == ScheduleStatus::Pending
+                || t.state == ScheduleStatus::Throttled
+                || lifecycle::is_transient(t.state)
+                || t.kill.is_some();
+            self.tasks.insert(id.clone(), t);
+            if indexed {
+                self.reindex(&id);
+            }
+        }
+        ended.sort();
+        for (_, id, job) in ended {
+            if let Some(j) = self.jobs.get_mut(&job) {
+                j.terminal.push(id);
+            }
         }
         self.dirty = Dirty::default();
     }

@@ -180,7 +180,7 @@ fn mode_from_name(name: &str) -> HostMode {
 }
 
 /// A task's events as stored: `[[ms, "STATE", message|null], ...]`.
-type EventRow = (i64, String, Option<String>);
+type EventRow<'a> = (i64, &'a str, Option<String>);
 
 impl SqliteStorage {
     /// Open (creating or migrating) the database at `path`.
@@ -368,6 +368,11 @@ impl Storage for SqliteStorage {
                     .push((spec, r.get(2).map_err(&err)?, r.get(3).map_err(&err)?));
             }
         }
+        let count: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+            .map_err(&err)?;
+        snap.tasks.reserve(count.max(0) as usize);
         {
             let mut stmt = self
                 .conn
@@ -381,32 +386,37 @@ impl Storage for SqliteStorage {
             let mut jobs: BTreeMap<String, JobKey> = BTreeMap::new();
             while let Some(r) = rows.next().map_err(&err)? {
                 let id: String = r.get(0).map_err(&err)?;
-                let job_text: String = r.get(1).map_err(&err)?;
-                let job = match jobs.get(&job_text) {
+                let text = |i: usize| -> Result<&str, StorageError> {
+                    r.get_ref(i)
+                        .map_err(&err)?
+                        .as_str()
+                        .map_err(|e| self.corrupt("task", &id, e))
+                };
+                let job_text = text(1)?;
+                let job = match jobs.get(job_text) {
                     Some(k) => k.clone(),
                     None => {
                         let k: JobKey =
                             job_text.parse().map_err(|e| self.corrupt("task", &id, e))?;
-                        jobs.insert(job_text, k.clone());
+                        jobs.insert(job_text.to_owned(), k.clone());
                         k
                     }
                 };
-                let state: String = r.get(4).map_err(&err)?;
-                let state = state_from_name(&state)
+                let state = text(4)?;
+                let state = state_from_name(state)
                     .ok_or_else(|| self.corrupt("task", &id, format!("state {state:?}")))?;
-                let ports: Option<String> = r.get(6).map_err(&err)?;
-                let ports: BTreeMap<String, u16> = match ports {
-                    Some(p) => {
-                        serde_json::from_str(&p).map_err(|e| self.corrupt("task", &id, e))?
+                let ports: BTreeMap<String, u16> = match r.get_ref(6).map_err(&err)? {
+                    rusqlite::types::ValueRef::Null => BTreeMap::new(),
+                    v => {
+                        let bytes = v.as_bytes().map_err(|e| self.corrupt("task", &id, e))?;
+                        serde_json::from_slice(bytes).map_err(|e| self.corrupt("task", &id, e))?
                     }
-                    None => BTreeMap::new(),
                 };
-                let events: String = r.get(11).map_err(&err)?;
-                let events: Vec<EventRow> =
-                    serde_json::from_str(&events).map_err(|e| self.corrupt("task", &id, e))?;
+                let events: Vec<EventRow<'_>> =
+                    serde_json::from_str(text(11)?).map_err(|e| self.corrupt("task", &id, e))?;
                 let mut evs = Vec::with_capacity(events.len());
                 for (ts, s, message) in events {
-                    let state = state_from_name(&s)
+                    let state = state_from_name(s)
                         .ok_or_else(|| self.corrupt("task", &id, format!("event state {s:?}")))?;
                     evs.push(TaskEvent {
                         timestamp_ms: ts,
