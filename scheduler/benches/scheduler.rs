@@ -15,7 +15,8 @@
 //!    serving, and the child's RSS with 100,000 tasks loaded.
 //!
 //! Environment: `HEARTH_BENCH_TASKS` (default 10000) and `HEARTH_BENCH_RESTART_TASKS` (default
-//! 100000) change the sizes.
+//! 100000) change the sizes; `HEARTH_BENCH_RESTART_DIR=D` keeps (and reuses) the restart data
+//! dir; `HEARTH_BENCH_PHASES=1` also times the phases of loading.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -255,10 +256,13 @@ async fn lifecycle_bench(tasks: usize) {
 /// Write `n` RUNNING tasks into a fresh data dir, then time a child process starting on it.
 fn restart_bench(n: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let data = match std::env::var_os("HEARTH_BENCH_RESTART_DIR") {
+        Some(d) => std::path::PathBuf::from(d),
+        None => dir.path().join("data"),
+    };
     std::fs::create_dir_all(&data).unwrap();
     let began = Instant::now();
-    {
+    if !data.join(DB_FILE).exists() {
         let mut storage = SqliteStorage::open(&data.join(DB_FILE)).unwrap();
         let mut state = State::new(LifecycleConfig::default(), 60_000, None);
         let now = now_ms();
@@ -317,6 +321,30 @@ fn restart_child(dir: &str) {
         .build()
         .unwrap();
     let rss_before = rss_kib();
+    if std::env::var_os("HEARTH_BENCH_PHASES").is_some() {
+        // Where loading spends its time (a separate pass, before the measured start).
+        let t = Instant::now();
+        let mut st = SqliteStorage::open(&std::path::Path::new(dir).join(DB_FILE)).unwrap();
+        let opened = t.elapsed();
+        let snap = hearth_scheduler::storage::Storage::load(&mut st).unwrap();
+        let read = t.elapsed();
+        let mut state = State::new(LifecycleConfig::default(), 60_000, None);
+        state.load(
+            snap.meta,
+            snap.configs,
+            snap.jobs,
+            snap.tasks,
+            snap.hosts,
+            now_ms(),
+        );
+        let built = t.elapsed();
+        println!(
+            "restart phases: open {:.3} s, read rows {:.3} s, build model {:.3} s",
+            opened.as_secs_f64(),
+            (read - opened).as_secs_f64(),
+            (built - read).as_secs_f64()
+        );
+    }
     let began = Instant::now();
     let cfg = SchedulerConfig::new("127.0.0.1:0".parse().unwrap(), dir.into());
     let started = start(&cfg).unwrap();

@@ -366,7 +366,7 @@ mod tests {
         let job: JobKey = "c/r/prod/j".parse().unwrap();
         Task {
             id: "r-prod-j-0-1-abcd".into(),
-            job,
+            job: std::sync::Arc::new(job),
             config_id: 1,
             instance: 0,
             state: *path.last().unwrap(),

@@ -266,6 +266,8 @@ pub fn parse_job(key: &JobKey, config: &serde_json::Value) -> Result<JobSpec, Jo
 /// A job in the scheduler.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// The key, shared by the job's tasks.
+    pub key: Arc<JobKey>,
     pub spec: Arc<JobSpec>,
     /// The stored config this job's new tasks run.
     pub config_id: i64,
@@ -281,7 +283,8 @@ pub struct Job {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub id: String,
-    pub job: JobKey,
+    /// Shared with the job and its other tasks.
+    pub job: Arc<JobKey>,
     pub config_id: i64,
     pub instance: u32,
     pub state: ScheduleStatus,
@@ -353,7 +356,7 @@ pub struct Host {
     pub used: ResourceVec,
     pub ports_used: HashSet<u16>,
     /// Active tasks here per job.
-    pub job_counts: HashMap<JobKey, u32>,
+    pub job_counts: HashMap<Arc<JobKey>, u32>,
 }
 
 impl Host {

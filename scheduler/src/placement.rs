@@ -269,7 +269,7 @@ mod tests {
         let job: JobKey = spec.key.clone();
         let t = Task {
             id: format!("t{n}-{}", h.name),
-            job,
+            job: std::sync::Arc::new(job),
             config_id: 1,
             instance: n,
             state: crate::api::ScheduleStatus::Assigned,

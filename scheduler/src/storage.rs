@@ -383,7 +383,7 @@ impl Storage for SqliteStorage {
                 )
                 .map_err(&err)?;
             let mut rows = stmt.query([]).map_err(&err)?;
-            let mut jobs: BTreeMap<String, JobKey> = BTreeMap::new();
+            let mut jobs: BTreeMap<String, std::sync::Arc<JobKey>> = BTreeMap::new();
             while let Some(r) = rows.next().map_err(&err)? {
                 let id: String = r.get(0).map_err(&err)?;
                 let text = |i: usize| -> Result<&str, StorageError> {
@@ -398,6 +398,7 @@ impl Storage for SqliteStorage {
                     None => {
                         let k: JobKey =
                             job_text.parse().map_err(|e| self.corrupt("task", &id, e))?;
+                        let k = std::sync::Arc::new(k);
                         jobs.insert(job_text.to_owned(), k.clone());
                         k
                     }
