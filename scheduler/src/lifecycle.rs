@@ -346,7 +346,6 @@ pub fn placement_failed(task: &mut Task, reason: String, now: i64, cfg: &Lifecyc
 mod tests {
     use super::*;
     use crate::wire::JobKey;
-    use std::collections::BTreeMap;
 
     const SERVICE: JobPolicy = JobPolicy {
         service: true,
@@ -371,7 +370,7 @@ mod tests {
             instance: 0,
             state: *path.last().unwrap(),
             host: Some("h1".into()),
-            ports: BTreeMap::new(),
+            ports: Default::default(),
             ancestor: None,
             failure_count: 0,
             flap_streak: 0,

@@ -274,7 +274,7 @@ mod tests {
             instance: n,
             state: crate::api::ScheduleStatus::Assigned,
             host: Some(h.name.clone()),
-            ports: p.ports,
+            ports: p.ports.into(),
             ancestor: None,
             failure_count: 0,
             flap_streak: 0,

@@ -399,7 +399,7 @@ impl State {
             instance,
             state,
             host: None,
-            ports: BTreeMap::new(),
+            ports: Default::default(),
             ancestor: ancestor.map(|a| a.id.clone()),
             failure_count: ancestor.map_or(0, |a| a.failure_count),
             flap_streak,
@@ -930,7 +930,7 @@ impl State {
                         job: (*t.job).clone(),
                         instance: t.instance,
                         config,
-                        ports: t.ports.clone(),
+                        ports: t.ports.to_map(),
                     });
                 }
                 if let Some(k) = t.kill
@@ -1168,7 +1168,7 @@ impl State {
                         continue;
                     };
                     t.host = Some(p.host.clone());
-                    t.ports = p.ports;
+                    t.ports = p.ports.into();
                     t.assigned_epoch = epoch;
                     let msg = Some(format!("Assigned to {}", p.host));
                     if self
@@ -1244,7 +1244,7 @@ impl State {
             throttled_until: t.throttled_until,
             ancestor_id: t.ancestor.clone(),
             failure_count: t.failure_count,
-            ports: t.ports.clone(),
+            ports: t.ports.to_map(),
             events: t.events.clone(),
         }
     }

@@ -434,7 +434,7 @@ impl Storage for SqliteStorage {
                     instance: r.get(3).map_err(&err)?,
                     state,
                     host: r.get(5).map_err(&err)?,
-                    ports,
+                    ports: ports.into(),
                     ancestor: r.get(7).map_err(&err)?,
                     failure_count: r.get(8).map_err(&err)?,
                     flap_streak: r.get(9).map_err(&err)?,
@@ -551,7 +551,7 @@ impl Storage for SqliteStorage {
                     .iter()
                     .map(|e| (e.timestamp_ms, e.state.name(), e.message.as_deref()))
                     .collect();
-                let ports = (!t.ports.is_empty()).then(|| json(&t.ports));
+                let ports = (!t.ports.is_empty()).then(|| json(&t.ports.to_map()));
                 st.execute(params![
                     t.id,
                     t.job.to_string(),
