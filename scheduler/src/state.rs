@@ -781,6 +781,7 @@ impl State {
     /// An agent's sync: heartbeat, registration, reconciliation, orders.
     pub fn agent_sync(&mut self, sync: &AgentSync, now: i64) -> SyncReply {
         let name = sync.host.clone();
+        let acked = self.acked_here(sync.acked_epoch);
         let h = self
             .hosts
             .entry(name.clone())
@@ -846,7 +847,7 @@ impl State {
                     .filter(|id| {
                         self.tasks
                             .get(*id)
-                            .is_some_and(|t| t.is_active() && t.assigned_epoch <= sync.acked_epoch)
+                            .is_some_and(|t| t.is_active() && t.assigned_epoch <= acked)
                     })
                     .cloned()
                     .collect()
@@ -890,7 +891,7 @@ impl State {
             self.strays.insert(name.clone(), strays);
         }
         self.check_drained(&name);
-        let orders = self.orders(&name, sync.acked_epoch);
+        let orders = self.orders(&name, acked);
         if orders.launch.is_empty() && orders.kill.is_empty() {
             let tx = self
                 .watches
@@ -902,8 +903,23 @@ impl State {
         }
     }
 
+    /// The acknowledged epoch as this scheduler can trust it. An epoch above any this scheduler
+    /// issued comes from another life of it (before a restore from an older backup): it says
+    /// nothing about this life's orders, so it counts as none acknowledged, and the counter
+    /// jumps past it so that new orders are newer.
+    fn acked_here(&mut self, acked: u64) -> u64 {
+        if acked > self.epoch {
+            self.epoch = acked;
+            self.dirty.meta = true;
+            0
+        } else {
+            acked
+        }
+    }
+
     /// The orders for `host` the agent has not acknowledged (`epoch > acked`); also a heartbeat.
     pub fn agent_poll(&mut self, host: &str, acked: u64, now: i64) -> AgentOrders {
+        let acked = self.acked_here(acked);
         if let Some(h) = self.hosts.get_mut(host) {
             h.last_seen_ms = now;
             h.alive = true;
