@@ -266,7 +266,7 @@ pub fn list_backups(dir: &Path) -> Result<Vec<BackupInfo>, SchedulerError> {
             },
         ));
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|b| std::cmp::Reverse(b.0));
     Ok(out.into_iter().map(|(_, b)| b).collect())
 }
 
