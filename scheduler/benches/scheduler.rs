@@ -10,6 +10,8 @@
 //!    task, one update at a time, each waiting for its acknowledgement (as `hearth run` does),
 //!    500 at once. Reported: durable transitions/s of these 30,000 reports, and for the whole
 //!    life PENDING → ASSIGNED → STARTING → RUNNING → FINISHED (50,000 transitions).
+//!    Then the same for 2,000 more tasks through the HTTP layer (the axum router in process,
+//!    JSON in and out, no socket).
 //! 3. **Restart**: 100,000 tasks (RUNNING, four events each) written to a fresh data dir; a
 //!    child process starts the scheduler on it and answers a first request. Reported: time to
 //!    serving, and the child's RSS with 100,000 tasks loaded.
@@ -238,6 +240,7 @@ async fn lifecycle_bench(tasks: usize) {
         whole.as_secs_f64(),
         5.0 * total as f64 / whole.as_secs_f64()
     );
+    http_reports(&started, jobs).await;
     let (buckets, sum_us) = *core.stats.latency.lock().unwrap();
     let n: u64 = buckets.iter().sum();
     println!(
@@ -251,6 +254,71 @@ async fn lifecycle_bench(tasks: usize) {
     drop(core);
     drop(app);
     thread.join().unwrap().unwrap();
+}
+
+/// The same reports through the HTTP layer: the axum router in process (no socket), JSON in
+/// and out, for 2,000 more tasks.
+async fn http_reports(started: &hearth_scheduler::server::Started, first_job: usize) {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let router = hearth_scheduler::http::app(started.app.clone());
+    let core = started.core.clone();
+    let jobs = 20;
+    let mut ids = Vec::new();
+    for j in first_job..first_job + jobs {
+        let r = core
+            .call(move |s, now| {
+                let r = s.create_job(job_key(j), job_config(100), "bench", now);
+                s.place_pending(now);
+                r
+            })
+            .await
+            .unwrap();
+        assert!(r.is_ok(), "{r:?}");
+        let key = job_key(j);
+        let mut more: Vec<String> = core
+            .call(move |s: &mut State, _| s.jobs[&key].active.values().cloned().collect())
+            .await
+            .unwrap();
+        ids.append(&mut more);
+    }
+    let n = ids.len();
+    let began = Instant::now();
+    let queue = Arc::new(std::sync::Mutex::new(ids));
+    let mut execs = Vec::new();
+    for _ in 0..500 {
+        let router = router.clone();
+        let queue = queue.clone();
+        execs.push(tokio::spawn(async move {
+            loop {
+                let Some(id) = queue.lock().unwrap().pop() else {
+                    return;
+                };
+                for (seq, state) in ["STARTING", "RUNNING", "FINISHED"].into_iter().enumerate() {
+                    let body = json!({"task_id": id, "seq": seq + 1, "state": state,
+                                      "timestamp_ms": now_ms()});
+                    let req = axum::http::Request::post("/api/v1/status")
+                        .header("content-type", "application/json")
+                        .body(Body::from(body.to_string()))
+                        .unwrap();
+                    let resp = router.clone().oneshot(req).await.unwrap();
+                    assert_eq!(resp.status(), 200);
+                    let _ = resp.into_body().collect().await.unwrap();
+                }
+            }
+        }));
+    }
+    for e in execs {
+        e.await.unwrap();
+    }
+    let t = began.elapsed();
+    println!(
+        "transitions over HTTP (axum router in process, JSON, no socket): {} reports in {:.3} s = {:.0} durable transitions/s",
+        3 * n,
+        t.as_secs_f64(),
+        3.0 * n as f64 / t.as_secs_f64()
+    );
 }
 
 /// Write `n` RUNNING tasks into a fresh data dir, then time a child process starting on it.
