@@ -212,6 +212,24 @@ impl State {
         hosts: Vec<Host>,
         now: i64,
     ) {
+        self.load_base(meta, configs, jobs, hosts, now);
+        self.tasks.reserve(tasks.len());
+        let mut ended = Vec::new();
+        for t in tasks {
+            self.load_task(t, now, &mut ended);
+        }
+        self.load_done(ended);
+    }
+
+    /// Loading, first step: everything but the tasks.
+    pub fn load_base(
+        &mut self,
+        meta: Meta,
+        configs: Vec<(i64, JobKey, serde_json::Value)>,
+        jobs: Vec<(JobSpec, i64, i64)>,
+        hosts: Vec<Host>,
+        now: i64,
+    ) {
         self.epoch = meta.epoch;
         self.hold = meta.hold;
         self.next_config_id = meta.next_config_id.max(1);
@@ -238,47 +256,57 @@ impl State {
             );
         }
         for mut h in hosts {
+            // A restarted scheduler gives every host a full agent timeout to sync.
             h.last_seen_ms = now;
             h.alive = true;
             self.hosts.insert(h.name.clone(), h);
         }
-        let mut ended: Vec<(i64, String, Arc<JobKey>)> = Vec::new();
-        self.tasks.reserve(tasks.len());
-        for mut t in tasks {
-            let id = t.id.clone();
-            if let Some(job) = self.jobs.get_mut(t.job.as_ref()) {
-                if t.is_active() {
-                    job.active.insert(t.instance, id.clone());
-                    if let Some(h) = t.host.as_ref().and_then(|h| self.hosts.get_mut(h)) {
-                        h.attach(&t, &job.spec.resources);
-                    }
-                } else {
-                    ended.push((t.last_event_ms(), id.clone(), t.job.clone()));
+    }
+
+    /// Loading, second step: one task (`ended` collects the ended ones for [`State::load_done`]).
+    pub fn load_task(
+        &mut self,
+        mut t: Task,
+        now: i64,
+        ended: &mut Vec<(i64, String, Arc<JobKey>)>,
+    ) {
+        let id = t.id.clone();
+        if let Some(job) = self.jobs.get_mut(t.job.as_ref()) {
+            if t.is_active() {
+                job.active.insert(t.instance, id.clone());
+                if let Some(h) = t.host.as_ref().and_then(|h| self.hosts.get_mut(h)) {
+                    h.attach(&t, &job.spec.resources);
                 }
-            }
-            // Kills not confirmed before the restart are sent again at once.
-            if matches!(
-                t.state,
-                ScheduleStatus::Killing
-                    | ScheduleStatus::Restarting
-                    | ScheduleStatus::Draining
-                    | ScheduleStatus::Preempting
-            ) {
-                t.kill = Some(KillOrder {
-                    next_ms: now,
-                    backoff_ms: 0,
-                    epoch: 0,
-                });
-            }
-            let indexed = t.state == ScheduleStatus::Pending
-                || t.state == ScheduleStatus::Throttled
-                || lifecycle::is_transient(t.state)
-                || t.kill.is_some();
-            self.tasks.insert(id.clone(), t);
-            if indexed {
-                self.reindex(&id);
+            } else {
+                ended.push((t.last_event_ms(), id.clone(), t.job.clone()));
             }
         }
+        // Kills not confirmed before the restart are sent again at once.
+        if matches!(
+            t.state,
+            ScheduleStatus::Killing
+                | ScheduleStatus::Restarting
+                | ScheduleStatus::Draining
+                | ScheduleStatus::Preempting
+        ) {
+            t.kill = Some(KillOrder {
+                next_ms: now,
+                backoff_ms: 0,
+                epoch: 0,
+            });
+        }
+        let indexed = t.state == ScheduleStatus::Pending
+            || t.state == ScheduleStatus::Throttled
+            || lifecycle::is_transient(t.state)
+            || t.kill.is_some();
+        self.tasks.insert(id.clone(), t);
+        if indexed {
+            self.reindex(&id);
+        }
+    }
+
+    /// Loading, last step: the ended tasks in the order they ended.
+    pub fn load_done(&mut self, mut ended: Vec<(i64, String, Arc<JobKey>)>) {
         ended.sort();
         for (_, id, job) in ended {
             if let Some(j) = self.jobs.get_mut(job.as_ref()) {
