@@ -826,6 +826,23 @@ impl State {
             h.ports = sync.ports;
             h.attributes = sync.attributes.clone();
             self.dirty.hosts.insert(name.clone());
+            let details = format!(
+                "agent {}: cpu {}, ram {} B, disk {} B, ports {}-{}, attributes {:?}",
+                sync.agent_id,
+                sync.resources.cpu,
+                sync.resources.ram,
+                sync.resources.disk,
+                sync.ports.first,
+                sync.ports.last,
+                sync.attributes
+            );
+            self.dirty.audit.push(AuditRecord {
+                timestamp_ms: now,
+                user: format!("agent:{name}"),
+                action: "registerAgent".to_owned(),
+                target: name.clone(),
+                details,
+            });
         }
         h.last_seen_ms = now;
         h.alive = true;

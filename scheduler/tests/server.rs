@@ -238,8 +238,12 @@ async fn create_place_launch_run_kill_drain_and_survive_a_restart() {
         .iter()
         .map(|a| a["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, vec!["drainHosts", "killTasks", "createJob"]);
+    assert_eq!(
+        actions,
+        vec!["drainHosts", "killTasks", "createJob", "registerAgent"]
+    );
     assert_eq!(audit[0]["user"], "anonymous");
+    assert_eq!(audit[3]["user"], "agent:h1");
 
     stop(started, router).await;
 
@@ -462,7 +466,13 @@ async fn auth_401_403_tokens_and_reads() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let audit = call(&router, "GET", "/api/v1/audit", None, None).await.body;
-    assert_eq!(audit[0]["user"], "root");
+    let created = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "createJob")
+        .unwrap();
+    assert_eq!(created["user"], "root");
     stop(started, router).await;
 
     let mut c = cfg(dir.path());
