@@ -41,8 +41,8 @@ pub struct Backups {
     pub kept: usize,
 }
 
-/// What handlers share.
-#[derive(Debug, Clone)]
+/// What handlers share. Its `Debug` never shows the agent tokens.
+#[derive(Clone)]
 pub struct AppState {
     pub core: CoreHandle,
     pub security: Option<Arc<Security>>,
@@ -52,6 +52,21 @@ pub struct AppState {
     pub backups: Arc<Backups>,
     /// Becomes true when the server shuts down: held long-polls answer at once.
     pub shutting_down: tokio::sync::watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("security", &self.security.is_some())
+            .field(
+                "agent_tokens",
+                &format_args!("<{} redacted>", self.agent_tokens.len()),
+            )
+            .field("auth_reads", &self.auth_reads)
+            .field("agent_timeout", &self.agent_timeout)
+            .field("backups", &self.backups)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An error answer.
