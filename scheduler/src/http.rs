@@ -558,7 +558,7 @@ pub async fn status(
 /// `GET /metrics`: Prometheus text.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 pub async fn metrics(State(st): State<AppState>) -> Result<Response, Failure> {
-    let (counts, stats, hosts, jobs, hold) = st
+    let (counts, stats, hosts, jobs, hold, polls) = st
         .core
         .call(|s, now| {
             let hosts: Vec<(bool, &'static str)> = s
@@ -582,6 +582,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, Failure> {
                 hosts,
                 s.jobs.len(),
                 s.hold,
+                s.long_polls(None),
             )
         })
         .await?;
@@ -628,6 +629,12 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, Failure> {
     );
     let _ = writeln!(out, "# TYPE hearth_scheduler_jobs gauge");
     let _ = writeln!(out, "hearth_scheduler_jobs {jobs}");
+    let _ = writeln!(
+        out,
+        "# HELP hearth_scheduler_agent_long_polls Agent syncs held waiting for orders."
+    );
+    let _ = writeln!(out, "# TYPE hearth_scheduler_agent_long_polls gauge");
+    let _ = writeln!(out, "hearth_scheduler_agent_long_polls {polls}");
     let _ = writeln!(out, "# TYPE hearth_scheduler_reconcile_hold gauge");
     let _ = writeln!(out, "hearth_scheduler_reconcile_hold {}", u8::from(hold));
     let _ = writeln!(

@@ -1391,6 +1391,14 @@ impl State {
             .collect()
     }
 
+    /// Agent syncs held waiting for orders (all hosts, or one).
+    pub fn long_polls(&self, host: Option<&str>) -> usize {
+        match host {
+            Some(h) => self.watches.get(h).map_or(0, |tx| tx.receiver_count()),
+            None => self.watches.values().map(|tx| tx.receiver_count()).sum(),
+        }
+    }
+
     /// Active tasks by state, for `/metrics`.
     pub fn task_counts(&self) -> BTreeMap<&'static str, u64> {
         let mut out = BTreeMap::new();

@@ -202,7 +202,20 @@ async fn create_place_launch_run_kill_drain_and_survive_a_restart() {
             async move { call(&router, "POST", "/api/v1/agents/sync", Some(body), None).await },
         )
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while started
+        .core
+        .call(|s, _| s.long_polls(Some("h1")))
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sync never waited"
+        );
+        tokio::task::yield_now().await;
+    }
     let r = call(
         &router,
         "POST",
@@ -662,7 +675,17 @@ async fn serve_answers_on_its_socket_and_shutdown_ends_held_long_polls() {
     assert_eq!(body, "OK");
     let body = sync("h1", json!([]), 0, 20_000).to_string();
     let held = tokio::spawn(async move { raw(port, "POST", "/api/v1/agents/sync", &body).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Wait until the scheduler holds the sync.
+    loop {
+        let (_, m) = raw(port, "GET", "/metrics", "").await;
+        if m.contains("hearth_scheduler_agent_long_polls 1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sync never waited: {m}"
+        );
+    }
     let began = tokio::time::Instant::now();
     stop_tx.send(()).unwrap();
     let (status, _) = tokio::time::timeout(Duration::from_secs(10), held)
