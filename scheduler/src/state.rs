@@ -147,6 +147,10 @@ pub struct State {
     /// Kills of tasks agents have that the scheduler does not want, per host.
     pub strays: HashMap<String, BTreeMap<String, KillOrder>>,
     pending: BTreeSet<String>,
+    /// A task became PENDING since the last placement pass.
+    new_pending: bool,
+    /// The earliest retry time of the pending tasks left unplaced by the last pass.
+    next_retry_ms: i64,
     timed: BTreeSet<String>,
     next_config_id: i64,
     id_state: u64,
@@ -181,6 +185,8 @@ impl State {
             held: BTreeMap::new(),
             strays: HashMap::new(),
             pending: BTreeSet::new(),
+            new_pending: false,
+            next_retry_ms: i64::MAX,
             timed: BTreeSet::new(),
             next_config_id: 1,
             id_state: RandomState::new().hash_one(0x6865_6172_7468u64) | 1,
@@ -345,7 +351,9 @@ impl State {
             return;
         };
         if t.state == ScheduleStatus::Pending {
-            self.pending.insert(id.to_owned());
+            if self.pending.insert(id.to_owned()) {
+                self.new_pending = true;
+            }
         } else {
             self.pending.remove(id);
         }
@@ -1193,8 +1201,15 @@ impl State {
     /// Place every PENDING task whose retry time has come.
     pub fn place_pending(&mut self, now: i64) {
         if self.pending.is_empty() {
+            self.capacity_changed = false;
             return;
         }
+        // Nothing new, nothing due: no pass (keeps batches cheap with many unplaceable tasks).
+        if !self.new_pending && !self.capacity_changed && now < self.next_retry_ms {
+            return;
+        }
+        self.new_pending = false;
+        self.next_retry_ms = i64::MAX;
         let ids: Vec<String> = self.pending.iter().cloned().collect();
         let retry_all = std::mem::take(&mut self.capacity_changed);
         // Within one pass, a job whose task did not fit makes its other tasks wait too.
@@ -1204,7 +1219,11 @@ impl State {
             let Some(t) = self.tasks.get(&id) else {
                 continue;
             };
-            if !retry_all && t.placement_retry.is_some_and(|(at, _)| at > now) {
+            if !retry_all
+                && let Some((at, _)) = t.placement_retry
+                && at > now
+            {
+                self.next_retry_ms = self.next_retry_ms.min(at);
                 continue;
             }
             let key = (*t.job).clone();
@@ -1221,6 +1240,9 @@ impl State {
                     failed.insert(key, reason.clone());
                     if let Some(t) = self.tasks.get_mut(&id) {
                         lifecycle::placement_failed(t, reason, now, &cfg);
+                        if let Some((at, _)) = t.placement_retry {
+                            self.next_retry_ms = self.next_retry_ms.min(at);
+                        }
                     }
                 }
                 Ok(p) => {
