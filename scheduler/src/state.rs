@@ -1459,6 +1459,37 @@ impl State {
         if let Some(((k, i), n)) = per_instance.iter().find(|(_, n)| **n > 1) {
             return Err(format!("{n} active tasks for {k} instance {i}"));
         }
+        // Hosts count exactly their active tasks, and what those hold.
+        for h in self.hosts.values() {
+            let mut ram = 0u64;
+            let mut ports = 0usize;
+            for id in &h.tasks {
+                let t = self
+                    .tasks
+                    .get(id)
+                    .ok_or_else(|| format!("host {} counts unknown task {id}", h.name))?;
+                if !t.is_active() || t.host.as_deref() != Some(h.name.as_str()) {
+                    return Err(format!(
+                        "host {} counts task {id} ({})",
+                        h.name,
+                        t.state.name()
+                    ));
+                }
+                ram += self
+                    .jobs
+                    .get(t.job.as_ref())
+                    .map_or(0, |j| j.spec.resources.ram);
+                ports += t.ports.0.len();
+            }
+            if ram != h.used.ram || ports != h.ports_used.len() {
+                return Err(format!(
+                    "host {}: used ram {} / ports {} but its tasks hold {ram} / {ports}",
+                    h.name,
+                    h.used.ram,
+                    h.ports_used.len()
+                ));
+            }
+        }
         Ok(())
     }
 }
