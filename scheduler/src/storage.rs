@@ -693,10 +693,40 @@ pub fn load_state(
     let mut ended = Vec::new();
     let n = storage.count_tasks()?;
     state.tasks.reserve(n);
-    storage.load_tasks(&mut |t| state.load_task(t, now, &mut ended))?;
+    // Reading and decoding rows on one thread, building the model on this one: a restart with
+    // many tasks uses both cores.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Task>>(64);
+    let read = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut chunk = Vec::with_capacity(LOAD_CHUNK);
+            let r = storage.load_tasks(&mut |t| {
+                chunk.push(t);
+                if chunk.len() == LOAD_CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
+                    // The receiver only goes away if this thread's caller panicked.
+                    let _ = tx.send(full);
+                }
+            });
+            let _ = tx.send(chunk);
+            r
+        });
+        for chunk in rx {
+            for t in chunk {
+                state.load_task(t, now, &mut ended);
+            }
+        }
+        reader.join()
+    });
+    match read {
+        Ok(r) => r?,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
     state.load_done(ended);
     Ok(())
 }
+
+/// Tasks handed from the reading thread to the building one at a time.
+const LOAD_CHUNK: usize = 512;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
