@@ -117,6 +117,23 @@ impl From<CoreGone> for Failure {
     }
 }
 
+fn auth_failure(f: AuthFailure) -> Failure {
+    match f {
+        AuthFailure::Unauthenticated(m) => Failure {
+            challenge: Some(BASIC_CHALLENGE),
+            ..Failure::new(StatusCode::UNAUTHORIZED, "unauthenticated", m)
+        },
+        AuthFailure::Forbidden { user, permission } => Failure::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "user {user} lacks permission {permission}; ask an administrator for a role \
+                 granting it"
+            ),
+        ),
+    }
+}
+
 fn bad_json(e: JsonRejection) -> Failure {
     Failure::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
 }
@@ -127,29 +144,39 @@ const BEARER_CHALLENGE: &str = "Bearer realm=\"hearth\"";
 impl AppState {
     /// Who is asking, and may they: `permission` None is a read.
     fn authorize(&self, headers: &HeaderMap, permission: Option<&str>) -> Result<String, Failure> {
+        let user = self.authenticate(headers, permission.is_some())?;
+        match permission {
+            Some(p) => self.permit(user, p),
+            None => Ok(user),
+        }
+    }
+
+    /// Who is asking (`anonymous` without security, or for a read when reads are open). Checked
+    /// before a request body is parsed, so that bad credentials are a 401 whatever the body.
+    fn authenticate(&self, headers: &HeaderMap, change: bool) -> Result<String, Failure> {
         let Some(sec) = &self.security else {
             return Ok("anonymous".to_owned());
         };
-        if permission.is_none() && !self.auth_reads {
+        if !change && !self.auth_reads {
             return Ok("anonymous".to_owned());
         }
         let auth = headers
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes);
-        sec.authorize(auth, permission).map_err(|f| match f {
-            AuthFailure::Unauthenticated(m) => Failure {
-                challenge: Some(BASIC_CHALLENGE),
-                ..Failure::new(StatusCode::UNAUTHORIZED, "unauthenticated", m)
-            },
-            AuthFailure::Forbidden { user, permission } => Failure::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "user {user} lacks permission {permission}; ask an administrator for a role \
-                     granting it"
-                ),
-            ),
-        })
+        sec.authenticate(auth).map_err(auth_failure)
+    }
+
+    /// Whether an authenticated `user` holds `permission`: 403 naming it when not.
+    fn permit(&self, user: String, permission: &str) -> Result<String, Failure> {
+        match &self.security {
+            Some(sec) if !sec.permits(&user, permission) => {
+                Err(auth_failure(AuthFailure::Forbidden {
+                    user,
+                    permission: permission.to_owned(),
+                }))
+            }
+            _ => Ok(user),
+        }
     }
 
     /// Agents and executors: a bearer token when tokens are configured.
@@ -239,8 +266,9 @@ pub async fn create_job(
     headers: HeaderMap,
     body: Result<Json<CreateJobRequest>, JsonRejection>,
 ) -> Result<Response, Failure> {
+    let user = st.authenticate(&headers, true)?;
     let Json(req) = body.map_err(bad_json)?;
-    let user = st.authorize(&headers, Some(&manager("createJob", &req.key)))?;
+    let user = st.permit(user, &manager("createJob", &req.key))?;
     let summary = st
         .core
         .call(move |s, now| s.create_job(req.key, req.config, &user, now))
@@ -457,11 +485,9 @@ pub async fn reconcile_post(
     headers: HeaderMap,
     body: Result<Json<ReconcileRequest>, JsonRejection>,
 ) -> Result<Response, Failure> {
+    let user = st.authenticate(&headers, true)?;
     let Json(req) = body.map_err(bad_json)?;
-    let user = st.authorize(
-        &headers,
-        Some("thrift.AuroraAdmin:triggerExplicitTaskReconciliation"),
-    )?;
+    let user = st.permit(user, "thrift.AuroraAdmin:triggerExplicitTaskReconciliation")?;
     if !req.confirm {
         let r = st.core.call(|s, _| s.reconcile_status()).await?;
         return Ok(Json(r).into_response());

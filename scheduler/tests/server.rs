@@ -423,6 +423,19 @@ async fn auth_401_403_tokens_and_reads() {
     )
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // Credentials are checked before the body: a wrong password is a 401 even with a body that
+    // is not a job.
+    let r = call(
+        &router,
+        "POST",
+        "/api/v1/jobs",
+        Some(json!({})),
+        Some(&basic("root", "bad")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    let r = call(&router, "POST", "/api/v1/reconcile", Some(json!({})), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
     let r = call(
         &router,
         "POST",
