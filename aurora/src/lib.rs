@@ -32,6 +32,7 @@ pub mod schema;
 #[allow(unsafe_code)]
 mod values;
 
+use std::cell::Cell;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -74,6 +75,9 @@ pub struct EvalOptions {
     /// What `os.getenv`, `os.environ` and `getpass.getuser()` see; nothing else reads the
     /// environment.
     pub env: EnvGetter,
+    /// The user `getpass.getuser()` names when none of `LOGNAME`, `USER`, `LNAME`, `USERNAME` is
+    /// set (Python looks the user up in the password database; the caller does that for us).
+    pub user: Option<String>,
 }
 
 impl Default for EvalOptions {
@@ -83,6 +87,7 @@ impl Default for EvalOptions {
             time_limit: Duration::from_secs(10),
             memory_limit: 512 * 1024 * 1024,
             env: Arc::new(|name: &str| std::env::var(name).ok()),
+            user: None,
         }
     }
 }
@@ -211,6 +216,7 @@ pub fn evaluate(path: &Path, opts: &EvalOptions) -> Result<Evaluated, AuroraErro
         .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
     let deadline = Instant::now() + opts.time_limit;
     let globals = values::globals();
+    let over_memory = Cell::new(false);
     let jobs = Module::with_temp_heap(|module| -> Result<Vec<Obj>, AuroraError> {
         let heap = module.heap();
         module.set(
@@ -219,12 +225,29 @@ pub fn evaluate(path: &Path, opts: &EvalOptions) -> Result<Evaluated, AuroraErro
         );
         module.set(
             "_hearth_getpass",
-            heap.alloc(values::PyModule::new("getpass", opts.env.clone())),
+            heap.alloc(values::PyModule::new("getpass", getpass_env(opts))),
         );
         let mut eval = Evaluator::new(&module);
         let _ = eval.set_max_heap_size(opts.memory_limit.max(1));
-        eval.set_check_cancelled(Box::new(move || Instant::now() > deadline));
+        // Starlark checks its own heap, but lists, dicts and strings keep their contents in
+        // Rust's heap: the resident set's growth is checked too, every few thousand steps.
+        let limit = opts.memory_limit as u64;
+        let baseline = resident_bytes();
+        let calls = Cell::new(0u32);
+        let over_memory = &over_memory;
+        eval.set_check_cancelled(Box::new(move || {
+            calls.set(calls.get().wrapping_add(1));
+            if calls.get() % 8 == 0
+                && let (Some(base), Some(now)) = (baseline, resident_bytes())
+                && now.saturating_sub(base) > limit
+            {
+                over_memory.set(true);
+                return true;
+            }
+            Instant::now() > deadline
+        }));
         let mut run = Run {
+            over_memory: &over_memory,
             base: &base,
             shown: path,
             globals: &globals,
@@ -268,7 +291,25 @@ pub fn evaluate(path: &Path, opts: &EvalOptions) -> Result<Evaluated, AuroraErro
     })
 }
 
+/// The environment `getpass` sees: the real one, with the caller's user name as a fallback.
+fn getpass_env(opts: &EvalOptions) -> EnvGetter {
+    let env = opts.env.clone();
+    let user = opts.user.clone();
+    Arc::new(move |name: &str| {
+        env(name).or_else(|| if name == "USER" { user.clone() } else { None })
+    })
+}
+
+/// The resident set size of this process (Linux), to bound what evaluation allocates.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 struct Run<'a> {
+    over_memory: &'a Cell<bool>,
     base: &'a Path,
     shown: &'a Path,
     globals: &'a Globals,
@@ -375,17 +416,20 @@ impl Run<'_> {
             )
         });
         let message = e.without_diagnostic().to_string();
+        let lower = message.to_ascii_lowercase();
+        if self.over_memory.get()
+            || (lower.contains("heap memory limit") && lower.contains("exceeded"))
+        {
+            return AuroraError::MemoryLimit {
+                file: self.shown.to_owned(),
+                limit: self.opts.memory_limit,
+                at: Location(at),
+            };
+        }
         if Instant::now() > self.deadline || message.contains("Evaluation cancelled") {
             return AuroraError::TimeLimit {
                 file: self.shown.to_owned(),
                 limit: self.opts.time_limit,
-                at: Location(at),
-            };
-        }
-        if message.contains("heap") && message.contains("limit") {
-            return AuroraError::MemoryLimit {
-                file: self.shown.to_owned(),
-                limit: self.opts.memory_limit,
                 at: Location(at),
             };
         }
