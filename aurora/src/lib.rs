@@ -237,7 +237,7 @@ pub fn evaluate(path: &Path, opts: &EvalOptions) -> Result<Evaluated, AuroraErro
         let over_memory = &over_memory;
         eval.set_check_cancelled(Box::new(move || {
             calls.set(calls.get().wrapping_add(1));
-            if calls.get() % 8 == 0
+            if calls.get().is_multiple_of(8)
                 && let (Some(base), Some(now)) = (baseline, resident_bytes())
                 && now.saturating_sub(base) > limit
             {
@@ -247,7 +247,7 @@ pub fn evaluate(path: &Path, opts: &EvalOptions) -> Result<Evaluated, AuroraErro
             Instant::now() > deadline
         }));
         let mut run = Run {
-            over_memory: &over_memory,
+            over_memory,
             base: &base,
             shown: path,
             globals: &globals,
