@@ -23,6 +23,7 @@
 //! ```
 
 mod error;
+mod format;
 mod inspect;
 pub mod pystachio;
 pub mod rewrite;

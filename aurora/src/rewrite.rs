@@ -7,6 +7,8 @@
 //! | `import os`, `import getpass` (also `import os, getpass`) | `os = _hearth_os`, `getpass = _hearth_getpass` |
 //! | `'abc' 'def'` (adjacent string literals) | `('abc' + 'def')` |
 //! | `a ** b` | `_hearth_pow(a, b)` |
+//! | `'%03d' % x` (a literal format) | `_hearth_format('%03d', x)`: widths, flags, precision |
+//! | `assert cond, msg` | `_hearth_assert(cond, msg)` |
 //! | `include('file.aurora')` as a top-level statement | the file is evaluated at that point, into the same globals |
 //!
 //! Anything else Python has and Starlark does not (other imports, `try`, `while`, classes with
@@ -461,6 +463,12 @@ pub fn rewrite(src: &str) -> Result<Vec<Chunk>, Unsupported> {
                         "write plain assignments, functions and for loops",
                     ));
                 }
+                "assert" => {
+                    // `assert cond, msg` → `_hearth_assert(cond, msg)`
+                    s.replace(a, "_hearth_assert(");
+                    let end = s.toks[b].end;
+                    s.insert(end, ")", 0);
+                }
                 "raise" => {
                     return Err(s.err(
                         a,
@@ -493,6 +501,7 @@ pub fn rewrite(src: &str) -> Result<Vec<Chunk>, Unsupported> {
     }
     adjacent_strings(&mut s);
     power(&mut s)?;
+    percent(&mut s)?;
     let text = apply(src, &mut s.edits);
     if includes.is_empty() {
         return Ok(vec![Chunk::Code(text)]);
@@ -735,6 +744,37 @@ fn power(s: &mut Src) -> Result<(), Unsupported> {
     Ok(())
 }
 
+/// `'fmt' % args` → `_hearth_format('fmt', args)`, for Python's printf-style formatting
+/// (widths, precision and flags, which Starlark's `%` lacks). Only a string literal on the left
+/// is rewritten; `x % y` on numbers is left alone.
+fn percent(s: &mut Src) -> Result<(), Unsupported> {
+    for i in 0..s.toks.len() {
+        if !s.is_op(i, "%") {
+            continue;
+        }
+        let Some(p) = s.prev(i) else { continue };
+        if s.toks[p].kind != K::Str {
+            continue;
+        }
+        // The whole run of adjacent literals is the format.
+        let mut start = p;
+        while let Some(q) = s.prev(start) {
+            if s.toks[q].kind == K::Str {
+                start = q;
+            } else {
+                break;
+            }
+        }
+        let end = operand_end(s, s.next(i))
+            .ok_or_else(|| s.err(i, "a `%` without a right operand", "write 'fmt' % value"))?;
+        let (st, en) = (s.toks[start].start, s.toks[end].end);
+        s.insert(st, "_hearth_format(", 2);
+        s.replace(i, ",");
+        s.insert(en, ")", 0);
+    }
+    Ok(())
+}
+
 fn operand_start(s: &Src, mut i: usize) -> usize {
     loop {
         let t = &s.toks[i];
@@ -848,6 +888,23 @@ mod tests {
             "y = -_hearth_pow(a.b , _hearth_pow(f(2)[0] , 2)) * 3\n"
         );
         assert_eq!(code("f(**kw)\n"), "f(**kw)\n");
+    }
+
+    #[test]
+    fn percent_formatting_of_literals_becomes_a_call() {
+        assert_eq!(
+            code("n = 'm%03d' % i + 'x'\n"),
+            "n = _hearth_format('m%03d' , i) + 'x'\n"
+        );
+        assert_eq!(code("r = a % b\n"), "r = a % b\n");
+    }
+
+    #[test]
+    fn assert_becomes_a_call() {
+        assert_eq!(
+            code("assert x == 1, 'no'  # c\n"),
+            "_hearth_assert( x == 1, 'no')  # c\n"
+        );
     }
 
     #[test]

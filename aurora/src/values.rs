@@ -485,6 +485,69 @@ impl<'v> StarlarkValue<'v> for PyModuleFn {
     }
 }
 
+/// The right side of `'fmt' % args`: a tuple, a dict for `%(name)s`, or one value.
+struct FormatArgs<'v> {
+    items: Vec<Value<'v>>,
+    dict: Option<Value<'v>>,
+    next: usize,
+}
+
+impl<'v> FormatArgs<'v> {
+    fn new(v: Value<'v>) -> FormatArgs<'v> {
+        match TupleRef::from_value(v) {
+            Some(t) => FormatArgs {
+                items: t.content().to_vec(),
+                dict: None,
+                next: 0,
+            },
+            None => FormatArgs {
+                items: vec![v],
+                dict: DictRef::from_value(v).map(|_| v),
+                next: 0,
+            },
+        }
+    }
+}
+
+fn format_arg(v: Value) -> crate::format::Arg {
+    use crate::format::Arg;
+    if let Some(b) = v.unpack_bool() {
+        Arg::Bool(b)
+    } else if let Some(i) = as_i64(v) {
+        Arg::Int(i)
+    } else if let Some(f) = StarlarkFloat::unpack_value_opt(v) {
+        Arg::Float(f.0)
+    } else {
+        Arg::Other {
+            str: v.to_str(),
+            repr: v.to_repr(),
+        }
+    }
+}
+
+impl crate::format::Args for FormatArgs<'_> {
+    fn next(&mut self) -> Option<crate::format::Arg> {
+        let v = self.items.get(self.next)?;
+        self.next += 1;
+        Some(format_arg(*v))
+    }
+
+    fn key(&mut self, name: &str) -> Option<crate::format::Arg> {
+        let d = DictRef::from_value(self.dict?)?;
+        // A mapping is used by name, never positionally.
+        self.next = self.items.len();
+        d.get_str(name).map(format_arg)
+    }
+
+    fn left(&self) -> usize {
+        if self.dict.is_some() {
+            0
+        } else {
+            self.items.len().saturating_sub(self.next)
+        }
+    }
+}
+
 /// Add `.bind()` arguments: a dict (possibly nested) or an object bound as a whole scope.
 fn add_bindings(env: &mut Env, v: Value) -> starlark::Result<()> {
     if let Some(d) = DictRef::from_value(v) {
@@ -1147,6 +1210,26 @@ fn builtins(b: &mut GlobalsBuilder) {
                 a.get_type(),
                 b.get_type()
             )),
+        }
+    }
+
+    /// `'fmt' % args` with a literal format, the target of the formatting rewrite.
+    fn _hearth_format<'v>(fmt: &str, args: Value<'v>) -> starlark::Result<String> {
+        let mut a = FormatArgs::new(args);
+        crate::format::format(fmt, &mut a).or_else(|e| fail(e))
+    }
+
+    /// `assert cond, msg`, the target of the assert rewrite.
+    fn _hearth_assert<'v>(
+        cond: Value<'v>,
+        #[starlark(default = NoneType)] msg: Value<'v>,
+    ) -> starlark::Result<NoneType> {
+        if cond.to_bool() {
+            Ok(NoneType)
+        } else if msg.is_none() {
+            fail("assertion failed")
+        } else {
+            fail(format!("assertion failed: {}", msg.to_str()))
         }
     }
 
