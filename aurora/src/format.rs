@@ -336,9 +336,9 @@ mod tests {
         assert_eq!(
             f(
                 "%.2f %+d %x %#o",
-                vec![Arg::Float(3.14159), Arg::Int(5), Arg::Int(255), Arg::Int(8)]
+                vec![Arg::Float(2.71828), Arg::Int(5), Arg::Int(255), Arg::Int(8)]
             ),
-            "3.14 +5 ff 0o10"
+            "2.72 +5 ff 0o10"
         );
         assert_eq!(
             f(

@@ -9,6 +9,7 @@
 //! | `a ** b` | `_hearth_pow(a, b)` |
 //! | `'%03d' % x` (a literal format) | `_hearth_format('%03d', x)`: widths, flags, precision |
 //! | `assert cond, msg` | `_hearth_assert(cond, msg)` |
+//! | `[x] * n`, `'x' * n` (a literal repeated) | `_hearth_mul([x], n)`: refuses results over 10,000,000 items before allocating |
 //! | `include('file.aurora')` as a top-level statement | the file is evaluated at that point, into the same globals |
 //!
 //! Anything else Python has and Starlark does not (other imports, `try`, `while`, classes with
@@ -502,6 +503,7 @@ pub fn rewrite(src: &str) -> Result<Vec<Chunk>, Unsupported> {
     adjacent_strings(&mut s);
     power(&mut s)?;
     percent(&mut s)?;
+    repeat(&mut s);
     let text = apply(src, &mut s.edits);
     if includes.is_empty() {
         return Ok(vec![Chunk::Code(text)]);
@@ -775,6 +777,49 @@ fn percent(s: &mut Src) -> Result<(), Unsupported> {
     Ok(())
 }
 
+/// `[x] * n`, `'x' * n` (a list, tuple or string literal on either side) →
+/// `_hearth_mul(..., n)`, which refuses a repetition too large to hold before allocating it.
+fn repeat(s: &mut Src) {
+    for i in 0..s.toks.len() {
+        if !s.is_op(i, "*") {
+            continue;
+        }
+        let Some(p) = s.prev(i) else { continue };
+        if !s.ends_operand(p) {
+            continue; // `f(*args)`, `def f(*a)`, `lambda *a`
+        }
+        let n = s.next(i);
+        let literal_left = s.toks[p].kind == K::Str
+            || (s.is_op(p, "]")
+                && s.open_of(p)
+                    .is_some_and(|o| s.prev(o).is_none_or(|q| !s.ends_operand(q))));
+        let literal_right = s.toks.get(n).is_some_and(|t| t.kind == K::Str) || s.is_op(n, "[");
+        if !literal_left && !literal_right {
+            continue;
+        }
+        let start = operand_start(s, p);
+        // Leave term chains (`a * b * c`, `x / y * z`) alone: their nesting is not ours to redo.
+        if s.prev(start)
+            .is_some_and(|q| ["*", "/", "//", "%"].iter().any(|op| s.is_op(q, op)))
+        {
+            continue;
+        }
+        let Some(end) = operand_end(s, n) else {
+            continue;
+        };
+        if ["*", "/", "//", "%"]
+            .iter()
+            .any(|op| s.is_op(s.next(end), op))
+        {
+            continue;
+        }
+        let (st, en) = (s.toks[start].start, s.toks[end].end);
+        s.insert(st, "_hearth_mul(", 1);
+        s.replace(i, ",");
+        s.insert(en, ")", 0);
+    }
+}
+
 fn operand_start(s: &Src, mut i: usize) -> usize {
     loop {
         let t = &s.toks[i];
@@ -897,6 +942,19 @@ mod tests {
             "n = _hearth_format('m%03d' , i) + 'x'\n"
         );
         assert_eq!(code("r = a % b\n"), "r = a % b\n");
+    }
+
+    #[test]
+    fn repetition_of_a_literal_becomes_a_checked_call() {
+        assert_eq!(
+            code("x = [0] * 10**8\n"),
+            "x = _hearth_mul([0] , _hearth_pow(10,8))\n"
+        );
+        assert_eq!(code("y = n * 'ab'\n"), "y = _hearth_mul(n , 'ab')\n");
+        assert_eq!(
+            code("z = a * b\nf(*args)\nw = l[0] * 2\n"),
+            "z = a * b\nf(*args)\nw = l[0] * 2\n"
+        );
     }
 
     #[test]

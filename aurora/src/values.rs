@@ -29,6 +29,9 @@ use crate::pystachio::{
 };
 use crate::schema::{self, Merge};
 
+/// The most items one repetition (`[x] * n`, `'x' * n`) may produce.
+const MAX_REPEAT: i64 = 10_000_000;
+
 /// An error raised by a builtin, shown with the call's file, line and column.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -1216,7 +1219,7 @@ fn builtins(b: &mut GlobalsBuilder) {
     /// `'fmt' % args` with a literal format, the target of the formatting rewrite.
     fn _hearth_format<'v>(fmt: &str, args: Value<'v>) -> starlark::Result<String> {
         let mut a = FormatArgs::new(args);
-        crate::format::format(fmt, &mut a).or_else(|e| fail(e))
+        crate::format::format(fmt, &mut a).or_else(fail)
     }
 
     /// `assert cond, msg`, the target of the assert rewrite.
@@ -1231,6 +1234,26 @@ fn builtins(b: &mut GlobalsBuilder) {
         } else {
             fail(format!("assertion failed: {}", msg.to_str()))
         }
+    }
+
+    /// `literal * n`, the target of the repetition rewrite: refuses a result too large to hold.
+    fn _hearth_mul<'v>(a: Value<'v>, b: Value<'v>, heap: Heap<'v>) -> starlark::Result<Value<'v>> {
+        for (seq, n) in [(a, b), (b, a)] {
+            let is_seq = seq.unpack_str().is_some()
+                || ListRef::from_value(seq).is_some()
+                || TupleRef::from_value(seq).is_some();
+            if let (true, Some(n)) = (is_seq, as_i64(n)) {
+                let len = i64::from(seq.length()?);
+                if len.saturating_mul(n) > MAX_REPEAT {
+                    return fail(format!(
+                        "repeating a {} of {len} by {n} would make {} items; a config may make at most {MAX_REPEAT} at once",
+                        seq.get_type(),
+                        len.saturating_mul(n)
+                    ));
+                }
+            }
+        }
+        a.mul(b, heap)
     }
 
     /// `include()` is only understood as a top-level statement; anything else ends here.

@@ -414,6 +414,27 @@ fn a_huge_list_is_stopped_at_the_memory_limit() {
 }
 
 #[test]
+fn a_huge_repetition_is_refused_before_it_is_allocated() {
+    let (err, took) = eval_err("hostile/repeat.aurora", &opts());
+    assert!(
+        matches!(
+            err,
+            AuroraError::Eval {
+                line: 1,
+                col: 7,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("would make 100000000 items"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+#[test]
 fn include_outside_the_config_directory_is_refused() {
     for (file, what) in [
         ("hostile/include_passwd.aurora", "an absolute path"),
