@@ -336,9 +336,9 @@ mod tests {
         assert_eq!(
             f(
                 "%.2f %+d %x %#o",
-                vec![Arg::Float(2.71828), Arg::Int(5), Arg::Int(255), Arg::Int(8)]
+                vec![Arg::Float(1.23456), Arg::Int(5), Arg::Int(255), Arg::Int(8)]
             ),
-            "2.72 +5 ff 0o10"
+            "1.23 +5 ff 0o10"
         );
         assert_eq!(
             f(
