@@ -67,8 +67,13 @@ pub struct LaunchRecord {
 }
 
 /// Read a task's `launch.json`; `None` when it is missing or unreadable.
+///
+/// Decoded through a [`serde_json::Value`]: the record flattens [`RunOptions`], and a flattened
+/// struct read straight from text loses its numbers when serde_json's `arbitrary_precision`
+/// feature is on (the `.aurora` evaluator's Starlark turns it on for the whole build).
 pub fn read_launch(path: &Path) -> Option<LaunchRecord> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    serde_json::from_value(value).ok()
 }
 
 /// Why a task could not be started. `Usage` errors map to exit code 2 and leave nothing behind.

@@ -218,7 +218,7 @@ pub async fn supervise(
     tokio::spawn(async move {
         let mut lines = BufReader::new(rx).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(reply) = serde_json::from_str::<Reply>(&line)
+            if let Ok(reply) = crate::keeper::protocol::decode::<Reply>(line.as_bytes())
                 && events_tx.send(reply).is_err()
             {
                 break;

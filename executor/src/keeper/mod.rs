@@ -376,7 +376,7 @@ impl Keeper {
         let mut requests = Vec::new();
         while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = buf.drain(..=nl).collect();
-            requests.push(serde_json::from_slice::<Request>(&line[..line.len() - 1]));
+            requests.push(protocol::decode::<Request>(&line[..line.len() - 1]));
         }
         if buf.len() > 16 * 1024 * 1024 {
             closed = true;

@@ -5,7 +5,18 @@
 //! [`Reply::Exited`] events. An exit is written durably to the keeper's stream *before* it is sent,
 //! and is resent on every new connection until the executor acknowledges it with [`Request::Ack`].
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+/// Decode one message line. It is read into a `serde_json::Value` first and the message taken
+/// from that: when serde_json's `arbitrary_precision` feature is on (the `starlark` crate, which
+/// `hearth-aurora` uses, turns it on for every crate of the build), numbers inside internally
+/// tagged enums such as [`Request`] and [`Reply`] cannot be read straight from text, and every
+/// message with a number would be refused.
+pub fn decode<T: DeserializeOwned>(line: &[u8]) -> serde_json::Result<T> {
+    let value: serde_json::Value = serde_json::from_slice(line)?;
+    T::deserialize(value)
+}
 
 /// How a process of the task is to be started. Everything is prepared by the executor, so the
 /// keeper only forks, applies it and execs.
@@ -139,4 +150,25 @@ pub enum Reply {
     Error {
         error: String,
     },
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_messages_with_numbers_through_a_value() {
+        let r: Reply = decode(br#"{"op":"signalled_all","signalled":3}"#).unwrap();
+        assert_eq!(r, Reply::SignalledAll { signalled: 3 });
+        let q: Request = decode(br#"{"op":"ack","process":"a","run":2}"#).unwrap();
+        assert_eq!(
+            q,
+            Request::Ack {
+                process: "a".into(),
+                run: 2
+            }
+        );
+        assert!(decode::<Request>(b"{").is_err());
+    }
 }

@@ -1,0 +1,151 @@
+//! `.aurora` configs end to end: each job of `testdata/aurora/` is evaluated by `hearth_aurora`
+//! into the Aurora job JSON `hearth job inspect --json` prints, which the real `hearth` binary
+//! then validates and runs.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::{Env, TestResult, show, states};
+use hearth_aurora::{EvalOptions, evaluate, parse_bind};
+use hearth_checkpoints::record::{ProcessState as P, TaskState};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/aurora")
+        .join(name)
+}
+
+fn opts(binds: &[&str]) -> EvalOptions {
+    EvalOptions {
+        env: Arc::new(|k: &str| (k == "USER").then(|| "tester".to_owned())),
+        binds: binds.iter().map(|b| parse_bind(b).unwrap()).collect(),
+        ..EvalOptions::default()
+    }
+}
+
+/// Evaluate `file`, write job `key`'s JSON beside the test's root, check that `hearth validate`
+/// accepts it and run it with `hearth run`; returns the sandbox.
+fn run_job(env: &Env, file: &str, key: &str, binds: &[&str], task_id: &str) -> PathBuf {
+    let evaluated = evaluate(&data(file), &opts(binds)).unwrap();
+    let json = evaluated.job_json(key).unwrap();
+    let path = env.dir.path().join(format!("{task_id}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(json).unwrap()).unwrap();
+    let out = common::hearth()
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "validate {key}: {}", show(&out));
+    let out = env.run(
+        &path,
+        task_id,
+        &["--no-setuid", "--no-cgroups", "--instance", "0"],
+    );
+    assert_eq!(out.status.code(), Some(0), "run {key}: {}", show(&out));
+    assert_eq!(env.replay(task_id).state(), TaskState::Success);
+    env.sandbox(task_id)
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+#[test]
+fn profile_bound_job_runs_its_sequential_processes() -> TestResult {
+    let env = Env::new();
+    let sandbox = run_job(
+        &env,
+        "profiles.aurora",
+        "local/tester/prod/app",
+        &[],
+        "profiles",
+    );
+    assert_eq!(
+        read(&sandbox.join("version.txt")),
+        "version=live\ndataset=data/prod\nit's main at 0.25 cores, verbose=False\n"
+    );
+    let r = env.replay("profiles");
+    assert_eq!(states(&r, "greet"), vec![P::Success]);
+    Ok(())
+}
+
+#[test]
+fn concatenated_tasks_run_one_after_another() -> TestResult {
+    let env = Env::new();
+    let sandbox = run_job(
+        &env,
+        "combine.aurora",
+        "local/www-data/prod/concat",
+        &[],
+        "concat",
+    );
+    assert_eq!(
+        read(&sandbox.join("steps")),
+        "download\nunpack\nconfigure\nstart\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn combined_tasks_run_every_process() -> TestResult {
+    let env = Env::new();
+    let sandbox = run_job(
+        &env,
+        "combine.aurora",
+        "local/www-data/prod/combine",
+        &[],
+        "combine",
+    );
+    assert_eq!(read(&sandbox.join("steps")), "download\nunpack\n");
+    assert_eq!(read(&sandbox.join("side")), "side\n");
+    Ok(())
+}
+
+#[test]
+fn simple_task_runs() -> TestResult {
+    let env = Env::new();
+    run_job(
+        &env,
+        "combine.aurora",
+        "local/www-data/prod/simple",
+        &[],
+        "simple",
+    );
+    assert_eq!(states(&env.replay("simple"), "simple"), vec![P::Success]);
+    Ok(())
+}
+
+#[test]
+fn services_with_health_checks_lifecycle_and_update_strategies_run() -> TestResult {
+    let env = Env::new();
+    for (key, id) in [
+        ("west/www-data/prod/http_checked", "http_checked"),
+        ("west/www-data/prod/shell_checked", "shell_checked"),
+        ("west/www-data/prod/variable", "variable"),
+        ("west/www-data/prod/nightly", "nightly"),
+    ] {
+        run_job(&env, "services.aurora", key, &[], id);
+        let log = env.sandbox(id).join(".logs/server/0/stdout");
+        let out = read(&log);
+        assert!(out.starts_with("serving on "), "{id}: {out:?}");
+        assert!(out.trim_end().ends_with("instance 0"), "{id}: {out:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn included_definitions_and_command_line_binds_run() -> TestResult {
+    let env = Env::new();
+    let sandbox = run_job(
+        &env,
+        "include_main.aurora",
+        "local/www-data/test/included",
+        &["greeting=hi there"],
+        "included",
+    );
+    assert_eq!(read(&sandbox.join("hello.out")), "hi there\n");
+    Ok(())
+}
