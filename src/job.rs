@@ -48,7 +48,7 @@ pub enum JobCommand {
         key: JobKey,
         /// Instances to kill, e.g. `0-2,5` [default: all].
         #[arg(long, value_parser = parse_instances)]
-        instances: Option<Vec<u32>>,
+        instances: Option<Instances>,
         /// Return once the scheduler accepted the kill, without waiting for the tasks to end.
         #[arg(long)]
         no_wait: bool,
@@ -65,7 +65,7 @@ pub enum JobCommand {
         key: JobKey,
         /// Instances to restart, e.g. `0-2,5` [default: all].
         #[arg(long, value_parser = parse_instances)]
-        instances: Option<Vec<u32>>,
+        instances: Option<Instances>,
         #[command(flatten)]
         connect: ConnectArgs,
         #[arg(long)]
@@ -140,7 +140,14 @@ fn dispatch(cmd: JobCommand) -> anyhow::Result<ExitCode> {
             timeout,
             connect,
             json,
-        } => kill(&key, instances, !no_wait, timeout, &connect, json),
+        } => kill(
+            &key,
+            instances.map(|i| i.0),
+            !no_wait,
+            timeout,
+            &connect,
+            json,
+        ),
         JobCommand::Restart {
             key,
             instances,
@@ -149,7 +156,7 @@ fn dispatch(cmd: JobCommand) -> anyhow::Result<ExitCode> {
         } => {
             let client = Client::connect(&connect)?;
             let resp = client
-                .restart(&key, instances)
+                .restart(&key, instances.map(|i| i.0))
                 .with_context(|| format!("job restart {key}"))?;
             if json {
                 output::print_json(&resp)
@@ -238,8 +245,12 @@ pub fn bind_key(config: &mut Value, key: &JobKey, path: &Path) -> Result<(), Usa
     Ok(())
 }
 
+/// A set of instance numbers, parsed from `0-2,5`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instances(pub Vec<u32>);
+
 /// `0-2,5` → `[0, 1, 2, 5]`.
-pub fn parse_instances(s: &str) -> Result<Vec<u32>, String> {
+pub fn parse_instances(s: &str) -> Result<Instances, String> {
     let mut set = BTreeSet::new();
     for part in s.split(',').map(str::trim) {
         let num = |t: &str| {
@@ -265,7 +276,7 @@ pub fn parse_instances(s: &str) -> Result<Vec<u32>, String> {
             }
         }
     }
-    Ok(set.into_iter().collect())
+    Ok(Instances(set.into_iter().collect()))
 }
 
 fn inspect(key: &JobKey, connect: &ConnectArgs, json: bool) -> anyhow::Result<()> {
@@ -615,9 +626,9 @@ mod tests {
 
     #[test]
     fn instances_parse_ranges_and_lists() {
-        assert_eq!(parse_instances("0-2,5").unwrap(), vec![0, 1, 2, 5]);
-        assert_eq!(parse_instances("3").unwrap(), vec![3]);
-        assert_eq!(parse_instances("2,1,1-2").unwrap(), vec![1, 2]);
+        assert_eq!(parse_instances("0-2,5").unwrap().0, vec![0, 1, 2, 5]);
+        assert_eq!(parse_instances("3").unwrap().0, vec![3]);
+        assert_eq!(parse_instances("2,1,1-2").unwrap().0, vec![1, 2]);
         assert!(parse_instances("2-1").unwrap_err().contains("backwards"));
         assert!(parse_instances("a").unwrap_err().contains("\"a\""));
     }

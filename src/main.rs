@@ -465,3 +465,14 @@ fn root_error(e: &RootError) -> ExitCode {
     eprintln!("hearth: {}", error_chain(e));
     ExitCode::from(if e.is_usage() { 2 } else { 1 })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
