@@ -614,3 +614,80 @@ fn a_wrong_password_is_401_and_a_missing_permission_is_403() {
     .unwrap();
     c.ok(&["job", "kill", key, "--no-wait"]);
 }
+
+#[test]
+fn hearth_dev_runs_the_example_job_and_ctrl_c_leaves_its_tasks_running() {
+    let test = "hearth_dev_runs_the_example_job_and_ctrl_c_leaves_its_tasks_running";
+    if !common::have_cgroups(test) {
+        return;
+    }
+    // The dev directory is an Env's, so that its drop kills the tasks left running.
+    let env = common::Env::new();
+    let (port, observer) = (netns::free_port(), netns::free_port());
+    let url = format!("http://127.0.0.1:{port}");
+    let log = env.dir.path().join("dev.out");
+    let dev = common::hearth()
+        .arg("dev")
+        .arg("--dir")
+        .arg(env.dir.path())
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .args(["--observer-bind", &format!("127.0.0.1:{observer}")])
+        .args(["--name", "devhost"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let client = |args: &[&str]| {
+        common::hearth()
+            .args(args)
+            .env("HEARTH_SCHEDULER", &url)
+            .env("HOME", env.dir.path())
+            .output()
+            .unwrap()
+    };
+    common::wait_until("hearth dev's banner", secs(60), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("Ctrl-C"))
+    });
+    let banner = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        banner.contains(&url) && banner.contains(&format!("http://127.0.0.1:{observer}")),
+        "{banner}"
+    );
+    let key = "devcluster/root/devel/hello";
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/jobs/hello_service.json"
+    );
+    assert!(
+        banner.contains("testdata/jobs/hello_service.json"),
+        "{banner}"
+    );
+    let out = client(&["job", "create", key, example]);
+    assert!(out.status.success(), "{}", common::show(&out));
+    let mut tasks = Vec::new();
+    common::wait_until("the example's 2 instances RUNNING", secs(60), || {
+        let out = client(&["job", "status", key, "--json"]);
+        tasks = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        all_in(&tasks, 2, "RUNNING")
+    });
+    assert!(active(&tasks).iter().all(|t| host_of(t) == "devhost"));
+    let page = netns::http_get(format!("127.0.0.1:{observer}").parse().unwrap(), "/");
+    assert!(page.is_some_and(|(code, _)| code == 200), "no observer");
+    // Ctrl-C: the three stop, the tasks do not.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(dev.id()).unwrap()),
+        nix::sys::signal::SIGINT,
+    )
+    .unwrap();
+    let status = common::wait_output(dev, secs(30)).status;
+    assert!(status.success(), "hearth dev exited {status}");
+    assert!(netns::http_get(format!("127.0.0.1:{port}").parse().unwrap(), "/health").is_none());
+    for t in active(&tasks) {
+        assert!(
+            task_alive(&env.root(), task_id(t)),
+            "{} stopped",
+            task_id(t)
+        );
+    }
+}
