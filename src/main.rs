@@ -244,11 +244,7 @@ fn main() -> ExitCode {
             scheduler,
             scheduler_token_file,
         } => {
-            if scheduler_token_file.is_some() {
-                eprintln!("hearth: --scheduler-token-file is not supported by this build yet");
-                return ExitCode::from(2);
-            }
-            ExitCode::from(hearth_executor::run(&hearth_executor::RunOptions {
+            let opts = hearth_executor::RunOptions {
                 config,
                 root,
                 sandbox,
@@ -264,7 +260,11 @@ fn main() -> ExitCode {
                 no_cgroups,
                 scheduler,
                 kill_on_start: false,
-            }))
+            };
+            ExitCode::from(hearth_executor::run_with_token_file(
+                &opts,
+                scheduler_token_file.as_deref(),
+            ))
         }
         Command::Snooze {
             task_id,

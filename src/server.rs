@@ -5,32 +5,55 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::bail;
+use anyhow::Context;
+use hearth_checkpoints::error_chain;
 
 use crate::agent_cmd::AgentArgs;
-use crate::sched_cmd::ServeArgs;
+use crate::output::UsageError;
+use crate::sched_cmd::{ServeArgs, read_tokens};
 
+/// `hearth scheduler --bind ADDR --data DIR ...`: serve until SIGINT or SIGTERM.
 pub fn serve_scheduler(
     _args: &ServeArgs,
     _bind: SocketAddr,
     _data: PathBuf,
     _agent_tokens: Vec<String>,
 ) -> anyhow::Result<()> {
-    bail!("this build has no scheduler server yet")
+    anyhow::bail!("this build has no scheduler server yet")
 }
 
 pub fn restore(_backup: &Path, _data: &Path) -> anyhow::Result<()> {
-    bail!("this build has no scheduler server yet")
+    anyhow::bail!("this build has no scheduler server yet")
 }
 
 pub fn hash_password(_password: &str) -> anyhow::Result<String> {
-    bail!("this build has no scheduler server yet")
+    anyhow::bail!("this build has no scheduler server yet")
 }
 
-pub fn run_agent(_args: &AgentArgs) -> anyhow::Result<()> {
-    bail!("this build has no agent yet")
+/// `hearth agent ...`: run until SIGINT or SIGTERM (the tasks keep running).
+pub fn run_agent(args: &AgentArgs) -> anyhow::Result<()> {
+    let usage = |e: hearth_agent::AgentError| UsageError(error_chain(&e));
+    let mut cfg = hearth_agent::AgentConfig::new(args.scheduler.clone(), args.root.clone());
+    if let Some(name) = &args.name {
+        cfg.name.clone_from(name);
+    }
+    cfg.attributes = args.attributes.iter().cloned().collect();
+    if let Some(r) = &args.resources {
+        cfg.resources = hearth_agent::parse_resources_at(r, &args.root).map_err(usage)?;
+    }
+    cfg.ports = hearth_agent::parse_port_range(&args.ports).map_err(usage)?;
+    if let Some(path) = &args.token_file {
+        let token = read_tokens(path)?.into_iter().next();
+        cfg.token = token;
+    }
+    cfg.extra_run_args.clone_from(&args.run_args);
+    init_tracing();
+    let name = cfg.name.clone();
+    runtime()
+        .context("starting the agent's runtime")?
+        .block_on(hearth_agent::run(cfg, shutdown_signal()))
+        .map_err(|e| anyhow::anyhow!("agent {name}: {}", error_chain(&e)))
 }
-
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -49,7 +72,6 @@ pub async fn shutdown_signal() {
 }
 
 /// Logs to stderr; `RUST_LOG` picks the level (default `info`).
-#[allow(dead_code)] // used once the server crates are wired
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

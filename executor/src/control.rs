@@ -120,14 +120,12 @@ pub fn kill(root: &Root, task_id: &str, wait: Duration) -> Result<TaskState, Con
 /// `hearth run` leaves next to the checkpoint.
 fn adopt_and_kill(root: &Root, task_id: &str) -> Result<TaskState, ControlError> {
     let (config, launch) = crate::prepare::launch_files(&root.checkpoint_dir(task_id));
-    let opts: Option<crate::RunOptions> = std::fs::read(&launch)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let Some(mut opts) = opts.filter(|_| config.exists()) else {
+    let Some(record) = crate::prepare::read_launch(&launch).filter(|_| config.exists()) else {
         return Err(ControlError::NoExecutor {
             task_id: task_id.to_owned(),
         });
     };
+    let mut opts = record.opts;
     opts.config = config;
     opts.task_id = Some(task_id.to_owned());
     opts.root = Some(root.path().to_path_buf());
@@ -135,7 +133,11 @@ fn adopt_and_kill(root: &Root, task_id: &str) -> Result<TaskState, ControlError>
     opts.json = false;
     opts.force = false;
     eprintln!("hearth: no executor is running task {task_id:?}; adopting it to kill it");
-    crate::run(&opts);
+    // The token file the task was launched with, else the one the environment names.
+    let token_file = record
+        .scheduler_token_file
+        .or_else(|| std::env::var_os(crate::report::TOKEN_FILE_ENV).map(PathBuf::from));
+    crate::run_with_token_file(&opts, token_file.as_deref());
     let state = replay_of(root, task_id)?.state();
     if state.is_terminal() {
         Ok(state)

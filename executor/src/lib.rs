@@ -19,8 +19,27 @@ pub use prepare::RunOptions;
 /// `hearth run`: prepare the task, then supervise it until it ends. Returns the exit code:
 /// 0 SUCCESS, 1 FAILED, 2 invalid config or usage (nothing created), 3 KILLED, 4 LOST (the
 /// executor could not go on supervising).
+///
+/// Status reports carry the token of the file [`report::TOKEN_FILE_ENV`] names, if it is set
+/// (see [`run_with_token_file`]).
 pub fn run(opts: &RunOptions) -> u8 {
-    let prepared = prepare::prepare(opts);
+    let from_env = std::env::var_os(report::TOKEN_FILE_ENV).map(std::path::PathBuf::from);
+    run_with_token_file(opts, from_env.as_deref())
+}
+
+/// [`run`] with `hearth run --scheduler-token-file F`: status reports to `--scheduler` carry
+/// `Authorization: Bearer <token>`, the token being the content of `token_file` (read once, before
+/// anything is created: an unreadable or empty file exits 2). The file's path is kept in the
+/// task's launch record so that `hearth kill`, adopting the task, reports with it too.
+pub fn run_with_token_file(opts: &RunOptions, token_file: Option<&std::path::Path>) -> u8 {
+    let token = match token_file.map(report::read_token_file).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("hearth: {}", error_chain(&e));
+            return 2;
+        }
+    };
+    let prepared = prepare::prepare_with_token_file(opts, token_file);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -41,7 +60,11 @@ pub fn run(opts: &RunOptions) -> u8 {
             eprintln!(
                 "hearth: task {task_id:?} already ended {state}; delivering pending status updates"
             );
-            return runtime.block_on(supervise::deliver_leftovers(opts, &task_id));
+            return runtime.block_on(supervise::deliver_leftovers(
+                opts,
+                token.as_deref(),
+                &task_id,
+            ));
         }
         Err(e) => {
             eprintln!("hearth: {}", error_chain(&e));
@@ -52,6 +75,7 @@ pub fn run(opts: &RunOptions) -> u8 {
         prepared,
         opts.json,
         opts.scheduler.as_deref(),
+        token.as_deref(),
         opts.kill_on_start,
     )) {
         Ok(ending) => ending.exit_code(),

@@ -56,6 +56,21 @@ pub fn launch_files(ckpt_dir: &Path) -> (PathBuf, PathBuf) {
     (ckpt_dir.join("config.json"), ckpt_dir.join("launch.json"))
 }
 
+/// `launch.json`: the options of `hearth run`, and the scheduler token file it was given (a
+/// path, never the token).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct LaunchRecord {
+    #[serde(flatten)]
+    pub opts: RunOptions,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_token_file: Option<PathBuf>,
+}
+
+/// Read a task's `launch.json`; `None` when it is missing or unreadable.
+pub fn read_launch(path: &Path) -> Option<LaunchRecord> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
 /// Why a task could not be started. `Usage` errors map to exit code 2 and leave nothing behind.
 #[derive(Debug, Error)]
 pub enum PrepareError {
@@ -157,6 +172,14 @@ pub fn now_ms() -> i64 {
 /// Do everything up to and including forking the keeper. Must be called while the process is
 /// single-threaded.
 pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
+    prepare_with_token_file(opts, None)
+}
+
+/// [`prepare`], recording `token_file` (`--scheduler-token-file`) in the launch record.
+pub fn prepare_with_token_file(
+    opts: &RunOptions,
+    token_file: Option<&Path>,
+) -> Result<Prepared, PrepareError> {
     let task = config::load(&opts.config).map_err(|e| PrepareError::Config {
         path: opts.config.clone(),
         errors: e.to_string(),
@@ -334,7 +357,7 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
 
     write_task_config(&root, &task_id, &task)?;
     if !recovering {
-        record_launch(opts, &ckpt_dir, &task_id)?;
+        record_launch(opts, token_file, &ckpt_dir, &task_id)?;
     }
 
     let (cgroup, cgroup_warning) = setup_cgroup(opts, &task_id, &task, recovering)?;
@@ -589,7 +612,12 @@ fn create_sandbox(sandbox: &Path, user: &TaskUser) -> Result<(), PrepareError> {
 }
 
 /// Keep a copy of the config as given and the options of this launch next to the checkpoint.
-fn record_launch(opts: &RunOptions, ckpt_dir: &Path, task_id: &str) -> Result<(), PrepareError> {
+fn record_launch(
+    opts: &RunOptions,
+    token_file: Option<&Path>,
+    ckpt_dir: &Path,
+    task_id: &str,
+) -> Result<(), PrepareError> {
     let (config_copy, launch) = launch_files(ckpt_dir);
     let raw = std::fs::read(&opts.config).map_err(io_err("read", &opts.config))?;
     write_atomic(&config_copy, &raw).map_err(io_err("write", &config_copy))?;
@@ -608,7 +636,11 @@ fn record_launch(opts: &RunOptions, ckpt_dir: &Path, task_id: &str) -> Result<()
     o.cgroup_parent = opts.cgroup_parent.clone();
     o.no_cgroups = opts.no_cgroups;
     o.scheduler = opts.scheduler.clone();
-    let json = serde_json::to_vec_pretty(&o).map_err(|e| PrepareError::Io {
+    let record = LaunchRecord {
+        opts: o,
+        scheduler_token_file: token_file.map(Path::to_path_buf),
+    };
+    let json = serde_json::to_vec_pretty(&record).map_err(|e| PrepareError::Io {
         what: "serialize",
         path: launch.clone(),
         source: io::Error::other(e),

@@ -15,9 +15,13 @@
 //! * every acknowledgement is reported as [`ReportEvent::Acknowledged`] so the caller can record
 //!   it; after a restart the caller re-sends every update it holds no acknowledgement for, with
 //!   the same seq. The scheduler applies a seq once, so a resend is harmless;
-//! * a `4xx` other than `408`, `409` and `429` means the scheduler will never take that update
+//! * a `4xx` other than `401`, `403`, `408`, `409` and `429` means the scheduler will never take that update
 //!   (it is malformed for it): reported as [`ReportEvent::Rejected`] and skipped, so one bad
 //!   update cannot block the ones after it.
+//!
+//! * with a token ([`Reporter::start_with_token`], from `hearth run --scheduler-token-file F` or
+//!   [`TOKEN_FILE_ENV`]), every request carries `Authorization: Bearer <token>`; the header value
+//!   is marked sensitive and the token is never logged.
 //!
 //! All waiting goes through `tokio::time` (backoff tests run on paused time).
 
@@ -28,6 +32,7 @@ use hearth_checkpoints::record::TaskState;
 use hearth_scheduler::api::{STATUS_PATH, ScheduleStatus, StatusUpdate};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -40,6 +45,38 @@ use tokio::task::JoinHandle;
 pub const NO_HEALTH_CHECK_REASON: &str = "No health-check defined, task is assumed healthy.";
 /// RUNNING reason once the health check passed (Aurora's wording).
 pub const HEALTHY_REASON: &str = "Task is healthy.";
+
+/// The environment variable naming the token file when `--scheduler-token-file` is not given
+/// (the agent sets it for the `hearth run` and `hearth kill` it starts).
+pub const TOKEN_FILE_ENV: &str = "HEARTH_SCHEDULER_TOKEN_FILE";
+
+/// The bearer token in `path`: its content without surrounding white space. An empty file, or
+/// one that is not valid as an HTTP header value, is an error naming the file (never the token).
+pub fn read_token_file(path: &std::path::Path) -> Result<String, ReportError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ReportError::TokenFile {
+        path: path.to_owned(),
+        problem: "cannot be read".to_owned(),
+        source: Some(source),
+    })?;
+    let token = text.trim();
+    let problem = if token.is_empty() {
+        Some("is empty")
+    } else if HeaderValue::from_str(&format!("Bearer {token}")).is_err()
+        || token.contains(char::is_whitespace)
+    {
+        Some("holds characters a token cannot have (one line of printable ASCII expected)")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(ReportError::TokenFile {
+            path: path.to_owned(),
+            problem: problem.to_owned(),
+            source: None,
+        }),
+        None => Ok(token.to_owned()),
+    }
+}
 
 /// The scheduler status and Aurora's reason text for a terminal task state; `None` for a state
 /// that is not terminal.
@@ -63,6 +100,16 @@ pub enum ReportError {
     },
     #[error("scheduler URL {url:?} must be http://host[:port][/prefix]")]
     Scheme { url: String },
+    #[error("scheduler token file {path}: {problem}")]
+    TokenFile {
+        path: std::path::PathBuf,
+        problem: String,
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    /// The token cannot be sent in a header (the error never shows it).
+    #[error("the scheduler token holds characters an HTTP header cannot carry")]
+    BadToken,
     /// The reporter's task has ended (stopped).
     #[error("the status reporter has stopped; update seq {seq} was not queued")]
     Stopped { seq: u64 },
@@ -150,10 +197,21 @@ impl Reporter {
         scheduler: &str,
         backoff: Backoff,
     ) -> Result<(Reporter, mpsc::UnboundedReceiver<ReportEvent>), ReportError> {
+        Reporter::start_with_token(scheduler, None, backoff)
+    }
+
+    /// [`start`](Self::start), sending `Authorization: Bearer <token>` with every update when a
+    /// token is given.
+    pub fn start_with_token(
+        scheduler: &str,
+        token: Option<&str>,
+        backoff: Backoff,
+    ) -> Result<(Reporter, mpsc::UnboundedReceiver<ReportEvent>), ReportError> {
         let uri = status_uri(scheduler)?;
+        let auth = token.map(bearer).transpose()?;
         let (tx, queue) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
-        let handle = tokio::spawn(deliver(uri, backoff, queue, events_tx));
+        let handle = tokio::spawn(deliver(uri, auth, backoff, queue, events_tx));
         Ok((Reporter { tx, handle }, events))
     }
 
@@ -183,8 +241,17 @@ enum Attempt {
     Retry { why: String },
 }
 
+/// The `Authorization` value for `token`, marked sensitive (never printed by `Debug`).
+pub fn bearer(token: &str) -> Result<HeaderValue, ReportError> {
+    let mut value =
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ReportError::BadToken)?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 async fn deliver(
     uri: Uri,
+    auth: Option<HeaderValue>,
     backoff: Backoff,
     mut queue: mpsc::UnboundedReceiver<StatusUpdate>,
     events: mpsc::UnboundedSender<ReportEvent>,
@@ -211,7 +278,15 @@ async fn deliver(
         };
         let mut failures = 0u32;
         let event = loop {
-            match attempt(&client, &uri, update, backoff.attempt_timeout).await {
+            match attempt(
+                &client,
+                &uri,
+                auth.as_ref(),
+                update,
+                backoff.attempt_timeout,
+            )
+            .await
+            {
                 Attempt::Acked { duplicate } => {
                     break ReportEvent::Acknowledged {
                         seq: update.seq,
@@ -246,6 +321,7 @@ async fn deliver(
 async fn attempt(
     client: &Client<HttpConnector, Full<Bytes>>,
     uri: &Uri,
+    auth: Option<&HeaderValue>,
     update: &StatusUpdate,
     timeout: Duration,
 ) -> Attempt {
@@ -258,12 +334,14 @@ async fn attempt(
             };
         }
     };
-    let request = match Request::builder()
+    let mut builder = Request::builder()
         .method(Method::POST)
         .uri(uri.clone())
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
-    {
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    if let Some(auth) = auth {
+        builder = builder.header(hyper::header::AUTHORIZATION, auth.clone());
+    }
+    let request = match builder.body(Full::new(Bytes::from(body))) {
         Ok(r) => r,
         Err(e) => {
             return Attempt::Rejected {
@@ -302,7 +380,9 @@ async fn attempt(
                 .unwrap_or(false);
             Attempt::Acked { duplicate }
         }
-        408 | 409 | 429 => Attempt::Retry {
+        // 401/403: the token is missing, wrong or not (yet) known to the scheduler — a problem of
+        // the sender, not of the update, which a corrected token file or scheduler fixes.
+        401 | 403 | 408 | 409 | 429 => Attempt::Retry {
             why: format!("{status}: {text}"),
         },
         400..=499 => Attempt::Rejected {

@@ -209,6 +209,7 @@ pub async fn supervise(
     mut p: Prepared,
     json: bool,
     scheduler: Option<&str>,
+    token: Option<&str>,
     kill_on_start: bool,
 ) -> Result<Ending, SuperviseError> {
     let stream = connect_keeper(&p.keeper_socket).await?;
@@ -266,7 +267,7 @@ pub async fn supervise(
         p,
     };
     if let Some(url) = scheduler {
-        match Reporter::start(url, crate::report::Backoff::default()) {
+        match Reporter::start_with_token(url, token, crate::report::Backoff::default()) {
             Ok((reporter, rx)) => {
                 s.reporter = Some(reporter);
                 s.report_rx = Some(rx);
@@ -376,7 +377,7 @@ pub async fn supervise(
 /// Deliver the status updates a finished task's checkpoint holds without an acknowledgement
 /// (its executor died before the scheduler heard them), record the acknowledgements, and return
 /// the task's exit code.
-pub async fn deliver_leftovers(opts: &crate::RunOptions, task_id: &str) -> u8 {
+pub async fn deliver_leftovers(opts: &crate::RunOptions, token: Option<&str>, task_id: &str) -> u8 {
     let Some(url) = opts.scheduler.as_deref() else {
         return 2;
     };
@@ -417,13 +418,14 @@ pub async fn deliver_leftovers(opts: &crate::RunOptions, task_id: &str) -> u8 {
     let Some(last) = pending.last().map(|r| r.seq) else {
         return code;
     };
-    let (reporter, mut events) = match Reporter::start(url, crate::report::Backoff::default()) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("hearth: {e}");
-            return 1;
-        }
-    };
+    let (reporter, mut events) =
+        match Reporter::start_with_token(url, token, crate::report::Backoff::default()) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("hearth: {e}");
+                return 1;
+            }
+        };
     for r in pending {
         if let Some(state) = schedule_status(&r.state) {
             let _ = reporter.send(StatusUpdate {
