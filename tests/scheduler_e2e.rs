@@ -202,6 +202,7 @@ fn a_service_that_keeps_dying_is_throttled_with_doubling_delays() {
             assert!(pending >= u - 50, "PENDING before throttled_until: {t}");
         }
     }
+    eprintln!("throttle delays (throttled_until - THROTTLED event): {delays:?} ms");
     assert!(delays.len() >= 4, "{delays:?} {chain:#?}");
     let expected = [1000, 2000, 4000, 4000];
     for (got, want) in delays.iter().zip(expected) {
@@ -564,12 +565,13 @@ fn a_wrong_password_is_401_and_a_missing_permission_is_403() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("401"), "{err}");
     assert!(!err.contains("nope"), "the password leaked: {err}");
+    let body = json!({"key": key, "config": service("web", 1, "exec sleep 3600")}).to_string();
     let (code, resp) = netns::http_request(
         c.bind,
         "POST",
         "/api/v1/jobs",
         &[("Content-Type", "application/json")],
-        "{}",
+        &body,
     )
     .unwrap();
     assert_eq!(code, 401, "{resp}");
