@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use hearth_scheduler::api::ScheduleStatus;
-use hearth_scheduler::wire::{CreateJobRequest, JobKey, TaskStatus};
+use hearth_scheduler::wire::{CreateJobRequest, JobKey, TaskStatus, Tier};
 use serde_json::Value;
 
 use crate::client::{Client, ConnectArgs};
@@ -294,7 +294,7 @@ fn inspect(key: &JobKey, connect: &ConnectArgs, json: bool) -> anyhow::Result<()
         "  kind               {}",
         if s.service { "service" } else { "batch" }
     );
-    println!("  tier               {:?}", s.tier);
+    println!("  tier               {}", tier(s.tier));
     println!("  priority           {}", s.priority);
     println!("  max_task_failures  {}", detail.max_task_failures);
     println!("  created            {}", fmt_time(s.created_ms));
@@ -398,16 +398,11 @@ fn detail(t: &TaskStatus, now: i64) -> String {
         },
         ScheduleStatus::Pending if !reason.is_empty() => format!("cannot be placed: {reason}"),
         ScheduleStatus::Pending => "waiting for a host".to_owned(),
-        _ => {
-            let mut d = reason;
-            if t.failure_count > 0 {
-                if !d.is_empty() {
-                    d.push_str("; ");
-                }
-                d.push_str(&format!("failures: {}", t.failure_count));
-            }
-            d
-        }
+        _ => match (reason.is_empty(), t.failure_count) {
+            (_, 0) => reason,
+            (true, n) => format!("failures: {n}"),
+            (false, n) => format!("{reason} (failures: {n})"),
+        },
     }
 }
 
@@ -457,8 +452,13 @@ fn kill(
                 .filter(|t| resp.tasks.contains(&t.task_id))
                 .collect();
             ended.sort_by_key(|t| t.instance);
-            for t in ended {
+            for t in &ended {
                 println!("instance {} {} {}", t.instance, t.state.name(), t.task_id);
+            }
+            for id in &resp.tasks {
+                if !ended.iter().any(|t| &t.task_id == id) {
+                    println!("{id} removed (it had not started)");
+                }
             }
             return Ok(());
         }
@@ -509,7 +509,7 @@ fn list(role: Option<&str>, connect: &ConnectArgs, json: bool) -> anyhow::Result
                 j.key.to_string(),
                 j.instances.to_string(),
                 if j.service { "service" } else { "batch" }.to_owned(),
-                format!("{:?}", j.tier).to_lowercase(),
+                tier(j.tier).to_owned(),
                 counts(&j.task_counts),
             ]
         })
@@ -519,6 +519,14 @@ fn list(role: Option<&str>, connect: &ConnectArgs, json: bool) -> anyhow::Result
         table(&["JOB", "INSTANCES", "KIND", "TIER", "TASKS"], &rows)
     );
     Ok(())
+}
+
+fn tier(t: Tier) -> &'static str {
+    match t {
+        Tier::Preferred => "preferred",
+        Tier::Preemptible => "preemptible",
+        Tier::Revocable => "revocable",
+    }
 }
 
 fn counts(c: &std::collections::BTreeMap<String, u32>) -> String {
@@ -553,7 +561,7 @@ fn diff(key: &JobKey, path: &Path, connect: &ConnectArgs, json: bool) -> anyhow:
     let b = pretty_lines(&local)?;
     println!("--- scheduler {key}");
     println!("+++ {}", path.display());
-    for line in line_diff(&a, &b) {
+    for line in with_context(&line_diff(&a, &b), 3) {
         println!("{line}");
     }
     Ok(false)
@@ -613,6 +621,35 @@ pub fn line_diff(a: &[String], b: &[String]) -> Vec<String> {
             out.push(format!("+{}", b[j]));
             j += 1;
         }
+    }
+    out
+}
+
+/// The changed lines of a [`line_diff`] with `context` unchanged lines around each change;
+/// `...` stands for what is left out.
+pub fn with_context(diff: &[String], context: usize) -> Vec<String> {
+    let changed: Vec<usize> = diff
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !l.starts_with(' '))
+        .map(|(i, _)| i)
+        .collect();
+    let near = |i: usize| changed.iter().any(|&c| c.abs_diff(i) <= context);
+    let mut out = Vec::new();
+    let mut skipped = false;
+    for (i, line) in diff.iter().enumerate() {
+        if near(i) {
+            if skipped {
+                out.push("...".to_owned());
+                skipped = false;
+            }
+            out.push(line.clone());
+        } else {
+            skipped = true;
+        }
+    }
+    if skipped {
+        out.push("...".to_owned());
     }
     out
 }
@@ -709,6 +746,13 @@ mod tests {
         assert_eq!(
             line_diff(&a, &b),
             vec![" {", "   \"a\": 1,", "-  \"b\": 2", "+  \"b\": 3", " }"]
+        );
+        let mut d: Vec<String> = (0..20).map(|i| format!(" l{i}")).collect();
+        d[10] = "-x".into();
+        let shown = with_context(&d, 2);
+        assert_eq!(
+            shown,
+            vec!["...", " l8", " l9", "-x", " l11", " l12", "..."]
         );
         assert_eq!(
             canonical(&serde_json::json!({"b": 1, "a": 2})),
