@@ -349,7 +349,7 @@ fn a_cut_agent_loses_its_tasks_to_the_other_and_kills_the_stale_one_when_back() 
         return;
     }
     let mut c = Cluster::with_netns(test, 2);
-    c.flag("agent-timeout", "3s");
+    c.flag("agent-timeout", "5s");
     c.start_scheduler();
     c.add_agent("host-a", &["rack=a"]);
     c.add_agent("host-b", &["rack=b"]);
