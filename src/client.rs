@@ -39,7 +39,8 @@ const CREDENTIALS_HINT: &str = "pass --user/--password, set HEARTH_USER/HEARTH_P
                                 the scheduler host to ~/.netrc";
 
 /// Where to reach the scheduler and as whom: the options every client command takes.
-#[derive(Debug, Clone, clap::Args)]
+/// `Debug` never shows the password.
+#[derive(Clone, clap::Args)]
 pub struct ConnectArgs {
     /// The scheduler's URL.
     #[arg(long, env = "HEARTH_SCHEDULER", default_value = hearth_scheduler::wire::DEFAULT_SCHEDULER_URL)]
@@ -51,6 +52,16 @@ pub struct ConnectArgs {
     /// visible to other users).
     #[arg(long, env = "HEARTH_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+}
+
+impl fmt::Debug for ConnectArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectArgs")
+            .field("scheduler", &self.scheduler)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 /// A user and password. `Debug` never shows the password.
@@ -120,6 +131,8 @@ pub enum ClientError {
         "--user {user:?} has no password: pass --password, set HEARTH_PASSWORD or add it to ~/.netrc"
     )]
     NoPassword { user: String },
+    #[error("a password without a user: pass --user or set HEARTH_USER too")]
+    NoUser,
     #[error("cannot start the client's runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -386,6 +399,9 @@ fn resolve_credentials(args: &ConnectArgs, host: &str) -> Result<Option<Credenti
         }
         _ => None,
     };
+    if args.user.is_none() && args.password.is_some() {
+        return Err(ClientError::NoUser);
+    }
     match (&args.user, from_netrc) {
         // A user named on the command line takes the netrc password only when the logins agree.
         (Some(user), Some(c)) if &c.user == user => Ok(Some(c)),
@@ -567,6 +583,25 @@ mod tests {
             password: "s3cret".into(),
         };
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn connect_args_never_show_the_password() {
+        let a = ConnectArgs {
+            scheduler: "http://x:1".into(),
+            user: Some("bob".into()),
+            password: Some("s3cret".into()),
+        };
+        let shown = format!("{a:?}");
+        assert!(
+            shown.contains("bob") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        let lone = ConnectArgs { user: None, ..a };
+        assert!(matches!(
+            resolve_credentials(&lone, "x"),
+            Err(ClientError::NoUser)
+        ));
     }
 
     #[test]
