@@ -77,7 +77,7 @@ impl<H: Host> Agent<H> {
     pub fn step(&mut self, now: Instant) {
         for task_id in self.host.active_tasks() {
             if self.book.discover(&task_id) {
-                tracing::info!(%task_id, "an active task the agent has no record of; reporting it");
+                tracing::debug!(%task_id, "an active task the agent has no record of; reporting it");
             }
         }
         let host = &self.host;
@@ -181,6 +181,10 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
 
     type Answer = (Vec<AgentTask>, Result<AgentOrders, SyncError>);
     let mut inflight: Option<Pin<Box<dyn Future<Output = Answer> + Send>>> = None;
+    // What the sync in flight reports: when the tasks change (one ends, one appears), that
+    // long poll is dropped and a new sync tells the scheduler at once. Orders it would have
+    // carried are sent again, since they are not acknowledged.
+    let mut inflight_tasks: Vec<AgentTask> = Vec::new();
     let mut retry_at: Option<Instant> = None;
     let mut failures = 0u32;
     let mut wait = FIRST_WAIT;
@@ -193,6 +197,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         if inflight.is_none() && retry_at.is_none_or(|t| now >= t) {
             retry_at = None;
             let tasks = agent.report();
+            inflight_tasks.clone_from(&tasks);
             let req = AgentSync {
                 host: cfg.name.clone(),
                 agent_id: agent_id.clone(),
@@ -220,9 +225,16 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                 agent.host_mut().reaped(exit.pid);
                 log_exit(&exit);
                 agent.step(Instant::now());
+                resync_if_changed(&agent, &mut inflight, &inflight_tasks);
             }
-            _ = tick.tick() => agent.step(Instant::now()),
-            () = sleep_until_some(due) => agent.step(Instant::now()),
+            _ = tick.tick() => {
+                agent.step(Instant::now());
+                resync_if_changed(&agent, &mut inflight, &inflight_tasks);
+            }
+            () = sleep_until_some(due) => {
+                agent.step(Instant::now());
+                resync_if_changed(&agent, &mut inflight, &inflight_tasks);
+            }
             () = sleep_until_some(retry_at), if inflight.is_none() => {}
             (sent, answer) = poll_some(&mut inflight) => {
                 inflight = None;
@@ -240,7 +252,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                     Err(e) => {
                         failures = failures.saturating_add(1);
                         let delay = sync_backoff(failures);
-                        if failures == 1 || matches!(e, SyncError::Refused { .. }) {
+                        // The first failure, then about once a minute.
+                        if failures == 1 || failures.is_multiple_of(12) {
                             tracing::warn!(error = %e, retry_in = ?delay, "sync with the scheduler failed; tasks keep running");
                         } else {
                             tracing::debug!(error = %e, failures, "sync failed again");
@@ -250,6 +263,18 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                 }
             }
         }
+    }
+}
+
+/// Drop the long poll in flight when the tasks it reports are no longer what the agent has.
+fn resync_if_changed<H: Host, T>(
+    agent: &Agent<H>,
+    inflight: &mut Option<Pin<Box<dyn Future<Output = T> + Send>>>,
+    sent: &[AgentTask],
+) {
+    if inflight.is_some() && agent.report() != sent {
+        tracing::debug!("tasks changed; syncing again at once");
+        *inflight = None;
     }
 }
 

@@ -336,6 +336,13 @@ impl Host for RealHost {
         };
         dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
             .filter(|n| !n.starts_with('.') && root::validate_task_id(n).is_ok())
+            // Copied to `finished` before it leaves `active`: such a task has ended.
+            .filter(|n| {
+                !self
+                    .root
+                    .task_config_path(n, root::TaskPlace::Finished)
+                    .exists()
+            })
             .collect()
     }
 
@@ -520,7 +527,16 @@ fn watch_child(mut exit: ChildExit, tx: mpsc::UnboundedSender<ChildExit>) {
 async fn wait_child(pid: i32) -> io::Result<(Option<i32>, Option<i32>)> {
     let raw = rustix::process::Pid::from_raw(pid)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))?;
-    let fd: OwnedFd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())?;
+    let fd: OwnedFd = match rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        // A kernel without pidfds (before 5.3): one blocking thread waits for this child.
+        Err(rustix::io::Errno::NOSYS) => {
+            return tokio::task::spawn_blocking(move || wait_blocking(pid))
+                .await
+                .map_err(io::Error::other)?;
+        }
+        Err(e) => return Err(e.into()),
+    };
     // `with_interest` is deprecated because a caller *could* hand it an object whose raw fd
     // changes or closes while registered. An `OwnedFd` owned by the `AsyncFd` cannot: the fd stays
     // open and the same until the `AsyncFd` drops it. The sound replacement is `unsafe`, which
@@ -536,6 +552,18 @@ async fn wait_child(pid: i32) -> io::Result<(Option<i32>, Option<i32>)> {
             Ok(Some(status)) => return Ok((status.exit_status(), status.terminating_signal())),
             Ok(None) => ready.clear_ready(),
             Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn wait_blocking(pid: i32) -> io::Result<(Option<i32>, Option<i32>)> {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    loop {
+        match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok((Some(code), None)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok((None, Some(sig as i32))),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -605,6 +633,38 @@ mod tests {
         std::fs::create_dir_all(root.checkpoint_dir("t")).unwrap();
         std::fs::write(root.checkpoint_dir("t").join("executor.lock"), "1\n").unwrap();
         assert_eq!(probe_task(&root, "t"), Disk::Absent);
+    }
+
+    #[test]
+    fn blocking_wait_reaps_and_reports_the_exit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = File::create(tmp.path().join("log")).unwrap();
+        let args = vec!["-c".to_owned(), "exit 3".to_owned()];
+        let pid = spawn_detached(Path::new("/bin/sh"), &args, &log, None).unwrap();
+        assert_eq!(wait_blocking(pid).unwrap(), (Some(3), None));
+        let args = vec!["-c".to_owned(), "kill -9 $$".to_owned()];
+        let pid = spawn_detached(Path::new("/bin/sh"), &args, &log, None).unwrap();
+        assert_eq!(wait_blocking(pid).unwrap(), (None, Some(9)));
+    }
+
+    #[test]
+    fn active_tasks_are_those_listed_active_and_not_finished() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Root::new(tmp.path());
+        for (id, place) in [
+            ("a", root::TaskPlace::Active),
+            ("b", root::TaskPlace::Active),
+            ("b", root::TaskPlace::Finished),
+            ("c", root::TaskPlace::Finished),
+        ] {
+            let p = root.task_config_path(id, place);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "{}").unwrap();
+        }
+        std::fs::write(root.tasks_active_dir().join(".a.tmp"), "").unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let host = RealHost::new(launcher(tmp.path()), tx);
+        assert_eq!(host.active_tasks(), vec!["a".to_owned()]);
     }
 
     #[test]

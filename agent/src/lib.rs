@@ -30,6 +30,24 @@ pub use config::{
     parse_resources, parse_resources_at,
 };
 
+/// Read the agent token from `--token-file`: the file's content without surrounding white
+/// space; an empty or unreadable file, or one holding more than one printable word, is an error
+/// naming the file (never the token).
+pub fn read_token_file(path: &std::path::Path) -> Result<String, AgentError> {
+    hearth_executor::report::read_token_file(path).map_err(|e| AgentError::TokenFile {
+        path: path.to_path_buf(),
+        reason: match &e {
+            hearth_executor::report::ReportError::TokenFile {
+                problem, source, ..
+            } => match source {
+                Some(io) => format!("{problem}: {io}"),
+                None => problem.clone(),
+            },
+            other => other.to_string(),
+        },
+    })
+}
+
 /// Why the agent cannot start or act. Messages name the value and what to do; none holds the
 /// token.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +66,8 @@ pub enum AgentError {
         "the agent token holds characters an HTTP header cannot carry; use one line of printable ASCII"
     )]
     Token,
+    #[error("--token-file {path}: {reason}")]
+    TokenFile { path: PathBuf, reason: String },
     #[error("assignment of task {task_id:?} refused: {reason}")]
     Assignment { task_id: String, reason: String },
     #[error("cannot {what} {path}")]

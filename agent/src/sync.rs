@@ -14,6 +14,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::AgentError;
 
+/// How long one connection attempt may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Largest answer read (orders carry task configs).
 const MAX_ANSWER: usize = 64 << 20;
 
@@ -71,6 +74,9 @@ impl SyncClient {
         };
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        // A cut link must not hold a new attempt for the whole long-poll timeout.
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_keepalive(Some(Duration::from_secs(30)));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())

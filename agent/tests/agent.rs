@@ -66,6 +66,11 @@ struct Fake {
     statuses: Vec<StatusUpdate>,
     /// Requests refused for a missing or wrong token.
     refused: u32,
+    /// Answer status updates with 503 (the scheduler is failing).
+    status_down: bool,
+    /// Answer syncs with 503, counting them.
+    sync_down: bool,
+    failed_syncs: u32,
 }
 
 #[derive(Clone)]
@@ -89,6 +94,13 @@ async fn sync(
     if !authorized(&headers) {
         s.state.lock().unwrap().refused += 1;
         return (StatusCode::UNAUTHORIZED, "agent token required").into_response();
+    }
+    {
+        let mut st = s.state.lock().unwrap();
+        if st.sync_down {
+            st.failed_syncs += 1;
+            return (StatusCode::SERVICE_UNAVAILABLE, "storage failed").into_response();
+        }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms.min(500));
     let acked = req.acked_epoch;
@@ -130,6 +142,9 @@ async fn status(
     if !authorized(&headers) {
         st.refused += 1;
         return (StatusCode::UNAUTHORIZED, "agent token required").into_response();
+    }
+    if st.status_down {
+        return (StatusCode::SERVICE_UNAVAILABLE, "storage failed").into_response();
     }
     let duplicate = st
         .statuses
@@ -237,13 +252,20 @@ impl World {
     }
 
     fn config(&self) -> AgentConfig {
-        let mut cfg = AgentConfig::new(self.url.clone(), self.root());
-        cfg.name = "host-a".into();
-        cfg.token = Some(TOKEN.into());
-        cfg.hearth_bin = hearth_bin();
-        cfg.extra_run_args = vec!["--no-setuid".into(), "--no-cgroups".into()];
-        cfg.attributes.insert("rack".into(), "r1".into());
-        cfg
+        agent_config(&self.url, &self.root())
+    }
+
+    /// Start an agent in a process of its own (this test binary running [`agent_process`]).
+    fn spawn_agent_process(&self) -> AgentProcess {
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "agent_process", "--nocapture"])
+            .env("HEARTH_AGENT_TEST_URL", &self.url)
+            .env("HEARTH_AGENT_TEST_ROOT", self.root())
+            .env("HEARTH_BIN", hearth_bin())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        AgentProcess(child)
     }
 
     /// Start an agent; dropping (or stopping) the handle ends it without touching its tasks.
@@ -278,12 +300,40 @@ impl World {
     }
 }
 
+fn agent_config(url: &str, root: &Path) -> AgentConfig {
+    let mut cfg = AgentConfig::new(url, root);
+    cfg.name = "host-a".into();
+    cfg.token = Some(TOKEN.into());
+    cfg.hearth_bin = hearth_bin();
+    cfg.extra_run_args = vec!["--no-setuid".into(), "--no-cgroups".into()];
+    cfg.attributes.insert("rack".into(), "r1".into());
+    cfg
+}
+
+/// An agent process, SIGKILLed and reaped when dropped (also when a test fails).
+struct AgentProcess(std::process::Child);
+
+impl AgentProcess {
+    fn kill_9(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct AgentHandle {
     stop: Option<oneshot::Sender<()>>,
     join: Option<tokio::task::JoinHandle<Result<(), hearth_agent::AgentError>>>,
 }
 
-/// An assignment of a task that waits for a `stop` file in its sandbox, after writing its pid.
+/// An assignment of a task that waits for a `stop` file in its sandbox (at most a few minutes,
+/// so that a failed test leaves nothing running for long), after writing its pid.
 fn waiter(task_id: &str) -> Assignment {
     Assignment {
         task_id: task_id.to_owned(),
@@ -295,7 +345,7 @@ fn waiter(task_id: &str) -> Assignment {
                 "name": "waiter",
                 "processes": [{
                     "name": "wait",
-                    "cmdline": "echo $$ > pid.tmp && mv pid.tmp pid; echo port={{thermos.ports[http]}} > port; while [ ! -e stop ]; do sleep 0.05; done"
+                    "cmdline": "echo port={{thermos.ports[http]}} > port; echo $$ > pid.tmp && mv pid.tmp pid; i=0; while [ ! -e stop ]; do i=$((i+1)); [ $i -gt 3000 ] && exit 1; sleep 0.05; done"
                 }],
                 "resources": {"cpu": 0.1, "ram": 16777216, "disk": 16777216},
                 "finalization_wait": 5
@@ -458,6 +508,11 @@ fn a_restarted_agent_re_adopts_its_task_and_recovers_an_executor_that_died_meanw
         w.sched.states(id).contains(&ScheduleStatus::Finished)
     });
     wait_until("the task forgotten", || w.sched.reported(id).is_none());
+    assert_eq!(
+        w.sched.state.lock().unwrap().refused,
+        0,
+        "the recovered executor reports with the token too"
+    );
     w.stop_agent(second);
     Ok(())
 }
@@ -479,5 +534,210 @@ fn an_agent_with_a_wrong_token_keeps_retrying_and_starts_nothing() -> TestResult
     let r =
         w.rt.block_on(async { tokio::time::timeout(LIMIT, join).await });
     assert!(matches!(r, Ok(Ok(Ok(())))), "{r:?}");
+    Ok(())
+}
+
+/// Not a test: the agent process of
+/// [`an_agent_killed_with_sigkill_leaves_its_tasks_running_and_its_successor_re_adopts_them`],
+/// which starts this binary with `--ignored --exact agent_process`.
+#[test]
+#[ignore = "the agent process of the kill -9 test, started by it"]
+fn agent_process() {
+    let url = std::env::var("HEARTH_AGENT_TEST_URL").expect("HEARTH_AGENT_TEST_URL");
+    let root = std::env::var_os("HEARTH_AGENT_TEST_ROOT").expect("HEARTH_AGENT_TEST_ROOT");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(hearth_agent::run(
+        agent_config(&url, Path::new(&root)),
+        std::future::pending::<()>(),
+    ))
+    .unwrap();
+}
+
+#[test]
+fn an_agent_killed_with_sigkill_leaves_its_tasks_running_and_its_successor_re_adopts_them()
+-> TestResult {
+    let w = World::new();
+    let id = "root-test-waiter-0-1700000000000-d004";
+    let first = w.spawn_agent_process();
+    w.sched.launch(waiter(id));
+    let pid_file = w.sandbox(id).join("pid");
+    wait_until("the task's process", || read_pid(&pid_file).is_some());
+    wait_until("the task reported running", || {
+        w.sched.reported(id).is_some_and(|t| t.running)
+    });
+    let task_pid = read_pid(&pid_file).unwrap();
+    let exec = executor_pid(&w.root(), id).unwrap();
+    let first_id = w.sched.last_sync().unwrap().agent_id;
+
+    first.kill_9();
+    assert!(alive(exec), "the executor outlives the agent");
+    assert!(alive(task_pid), "the task outlives the agent");
+
+    let second = w.spawn_agent_process();
+    wait_until("the new agent reporting the task running", || {
+        w.sched.last_sync().is_some_and(|s| {
+            s.agent_id != first_id && s.tasks.iter().any(|t| t.task_id == id && t.running)
+        })
+    });
+    assert_eq!(
+        executor_pid(&w.root(), id),
+        Some(exec),
+        "a live executor is adopted, not replaced"
+    );
+    assert_eq!(read_pid(&pid_file), Some(task_pid));
+
+    std::fs::write(w.sandbox(id).join("stop"), "")?;
+    wait_until("FINISHED", || {
+        w.sched.states(id).contains(&ScheduleStatus::Finished)
+    });
+    wait_until("the task forgotten by the new agent", || {
+        !w.root()
+            .join("agent/tasks")
+            .join(format!("{id}.json"))
+            .exists()
+    });
+    second.kill_9();
+    Ok(())
+}
+
+#[test]
+fn an_end_whose_report_was_lost_with_its_executor_is_delivered_by_the_agent() -> TestResult {
+    let w = World::new();
+    w.sched.state.lock().unwrap().status_down = true;
+    let agent = w.start_agent();
+    let id = "root-test-waiter-0-1700000000000-e005";
+    w.sched.launch(waiter(id));
+    let pid_file = w.sandbox(id).join("pid");
+    wait_until("the task's process", || read_pid(&pid_file).is_some());
+    let exec = executor_pid(&w.root(), id).unwrap();
+    std::fs::write(w.sandbox(id).join("stop"), "")?;
+    let runner = w.root().join("checkpoints").join(id).join("runner");
+    wait_until("the end in the checkpoint", || {
+        hearth_checkpoints::stream::replay_path(&runner)
+            .is_ok_and(|r| r.replay.state().is_terminal())
+    });
+    // The executor dies while it waits for the scheduler to take its updates.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(exec),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    wait_until("the agent to report the end", || {
+        w.sched
+            .reported(id)
+            .is_some_and(|t| t.terminal == Some(ScheduleStatus::Finished) && !t.running)
+    });
+    let log = w.root().join("agent/logs").join(format!("{id}.log"));
+    wait_until("a second hearth run, to deliver the updates", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| {
+            l.lines()
+                .filter(|l| l.starts_with("hearth agent: ") && l.contains(" run "))
+                .count()
+                >= 2
+        })
+    });
+    assert!(
+        w.root()
+            .join("agent/tasks")
+            .join(format!("{id}.json"))
+            .exists(),
+        "kept while its updates are not acknowledged"
+    );
+    w.sched.state.lock().unwrap().status_down = false;
+    wait_until("every update applied once, in order", || {
+        w.sched.states(id)
+            == vec![
+                ScheduleStatus::Starting,
+                ScheduleStatus::Running,
+                ScheduleStatus::Finished,
+            ]
+    });
+    wait_until("the task forgotten", || {
+        !w.root()
+            .join("agent/tasks")
+            .join(format!("{id}.json"))
+            .exists()
+    });
+    w.stop_agent(agent);
+    Ok(())
+}
+
+#[test]
+fn a_stray_in_the_root_is_reported_and_killed_on_order() -> TestResult {
+    let w = World::new();
+    let agent = w.start_agent();
+    let id = "root-test-waiter-0-1700000000000-f006";
+    // Started by hand in the agent's root: not the agent's, so a stray.
+    let config = w.dir.path().join("stray.json");
+    std::fs::write(&config, serde_json::to_vec(&waiter(id).config)?)?;
+    let mut by_hand = std::process::Command::new(hearth_bin())
+        .arg("run")
+        .arg(&config)
+        .arg("--root")
+        .arg(w.root())
+        .args(["--task-id", id, "--no-setuid", "--no-cgroups"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    wait_until("the stray reported running", || {
+        w.sched.reported(id).is_some_and(|t| t.running)
+    });
+    assert!(
+        !w.root()
+            .join("agent/tasks")
+            .join(format!("{id}.json"))
+            .exists(),
+        "the agent does not take it as its own"
+    );
+    w.sched.kill(id);
+    let status = by_hand.wait()?;
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "hearth run exits 3 when its task is killed"
+    );
+    wait_until("the stray to leave the reports", || {
+        w.sched.reported(id).is_none()
+    });
+    w.stop_agent(agent);
+    Ok(())
+}
+
+#[test]
+fn tasks_keep_running_while_the_scheduler_fails_and_syncs_resume_after() -> TestResult {
+    let w = World::new();
+    let agent = w.start_agent();
+    let id = "root-test-waiter-0-1700000000000-a007";
+    w.sched.launch(waiter(id));
+    let pid_file = w.sandbox(id).join("pid");
+    wait_until("the task's process", || read_pid(&pid_file).is_some());
+    let task_pid = read_pid(&pid_file).unwrap();
+    w.sched.state.lock().unwrap().sync_down = true;
+    let failing_since = w.sched.state.lock().unwrap().failed_syncs;
+    wait_until("several failed syncs", || {
+        w.sched.state.lock().unwrap().failed_syncs >= failing_since + 4
+    });
+    assert!(alive(task_pid), "the task keeps running");
+    let syncs = w.sched.state.lock().unwrap().syncs.len();
+    w.sched.state.lock().unwrap().sync_down = false;
+    wait_until("syncs again, reporting the task running", || {
+        let st = w.sched.state.lock().unwrap();
+        st.syncs.len() > syncs
+            && st
+                .syncs
+                .last()
+                .is_some_and(|s| s.tasks.iter().any(|t| t.task_id == id && t.running))
+    });
+    std::fs::write(w.sandbox(id).join("stop"), "")?;
+    wait_until("the task forgotten", || {
+        !w.root()
+            .join("agent/tasks")
+            .join(format!("{id}.json"))
+            .exists()
+    });
+    w.stop_agent(agent);
     Ok(())
 }

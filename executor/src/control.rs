@@ -133,11 +133,8 @@ fn adopt_and_kill(root: &Root, task_id: &str) -> Result<TaskState, ControlError>
     opts.json = false;
     opts.force = false;
     eprintln!("hearth: no executor is running task {task_id:?}; adopting it to kill it");
-    // The token file the task was launched with, else the one the environment names.
-    let token_file = record
-        .scheduler_token_file
-        .or_else(|| std::env::var_os(crate::report::TOKEN_FILE_ENV).map(PathBuf::from));
-    crate::run_with_token_file(&opts, token_file.as_deref());
+    // The token file the task was launched with (else the one the environment names).
+    crate::run_with_token_file(&opts, record.scheduler_token_file.as_deref());
     let state = replay_of(root, task_id)?.state();
     if state.is_terminal() {
         Ok(state)

@@ -23,15 +23,20 @@ pub use prepare::RunOptions;
 /// Status reports carry the token of the file [`report::TOKEN_FILE_ENV`] names, if it is set
 /// (see [`run_with_token_file`]).
 pub fn run(opts: &RunOptions) -> u8 {
-    let from_env = std::env::var_os(report::TOKEN_FILE_ENV).map(std::path::PathBuf::from);
-    run_with_token_file(opts, from_env.as_deref())
+    run_with_token_file(opts, None)
 }
 
 /// [`run`] with `hearth run --scheduler-token-file F`: status reports to `--scheduler` carry
-/// `Authorization: Bearer <token>`, the token being the content of `token_file` (read once, before
-/// anything is created: an unreadable or empty file exits 2). The file's path is kept in the
-/// task's launch record so that `hearth kill`, adopting the task, reports with it too.
+/// `Authorization: Bearer <token>`, the token being the content of `token_file`, or else of the
+/// file [`report::TOKEN_FILE_ENV`] names (how the agent hands it over). It is read once, before
+/// anything is created: an unreadable or empty file exits 2. The file's path (never the token)
+/// is kept in the task's launch record so that `hearth kill`, adopting the task, reports with it
+/// too.
 pub fn run_with_token_file(opts: &RunOptions, token_file: Option<&std::path::Path>) -> u8 {
+    let token_file = token_file
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| std::env::var_os(report::TOKEN_FILE_ENV).map(std::path::PathBuf::from));
+    let token_file = token_file.as_deref();
     let token = match token_file.map(report::read_token_file).transpose() {
         Ok(t) => t,
         Err(e) => {

@@ -458,6 +458,124 @@ mod tests {
         assert!(status_uri("http://").is_err());
     }
 
+    #[test]
+    fn token_files_are_trimmed_and_bad_ones_refused_without_showing_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "  s3cret-token\n").unwrap();
+        assert_eq!(read_token_file(&path).unwrap(), "s3cret-token");
+        for bad in ["", " \n", "two words", "ctl\u{7}char"] {
+            std::fs::write(&path, bad).unwrap();
+            let e = read_token_file(&path).unwrap_err().to_string();
+            assert!(e.contains(&path.display().to_string()), "{e}");
+            if !bad.trim().is_empty() {
+                assert!(!e.contains(bad.trim()), "the token is not shown: {e}");
+            }
+        }
+        let missing = dir.path().join("missing");
+        assert!(matches!(
+            read_token_file(&missing),
+            Err(ReportError::TokenFile {
+                source: Some(_),
+                ..
+            })
+        ));
+        let v = bearer("abc").unwrap();
+        assert!(v.is_sensitive());
+        assert!(!format!("{v:?}").contains("abc"), "Debug hides it");
+    }
+
+    /// One HTTP/1.1 request from `stream`: its head (lower-cased header names) and body.
+    async fn read_request(stream: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed mid-request");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                while buf.len() < end + 4 + len {
+                    let n = stream.read(&mut chunk).await.unwrap();
+                    assert!(n > 0);
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                return (head, buf[end + 4..end + 4 + len].to_vec());
+            }
+        }
+    }
+
+    /// Every attempt carries the bearer token; a 401 (the scheduler does not know the token yet)
+    /// is retried, not taken as a refusal of the update.
+    #[tokio::test]
+    async fn reports_carry_the_bearer_token_and_a_401_is_retried() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let mut heads = Vec::new();
+            for answer in [401u16, 200] {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let (head, body) = read_request(&mut stream).await;
+                heads.push(head);
+                let (status, body) = if answer == 200 {
+                    let u: StatusUpdate = serde_json::from_slice(&body).unwrap();
+                    let ack = format!(
+                        r#"{{"task_id":"{}","seq":{},"duplicate":false}}"#,
+                        u.task_id, u.seq
+                    );
+                    ("200 OK", ack)
+                } else {
+                    ("401 Unauthorized", "unknown token".to_owned())
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(reply.as_bytes()).await.unwrap();
+                stream.shutdown().await.ok();
+            }
+            heads
+        });
+        let backoff = Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+            attempt_timeout: Duration::from_secs(5),
+        };
+        let (reporter, mut events) =
+            Reporter::start_with_token(&format!("http://127.0.0.1:{port}"), Some("tok-1"), backoff)
+                .unwrap();
+        reporter
+            .send(StatusUpdate {
+                task_id: "t".into(),
+                seq: 1,
+                state: ScheduleStatus::Starting,
+                reason: None,
+                timestamp_ms: 0,
+            })
+            .unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .unwrap();
+        assert_eq!(
+            ev,
+            Some(ReportEvent::Acknowledged {
+                seq: 1,
+                duplicate: false
+            })
+        );
+        let heads = server.await.unwrap();
+        assert_eq!(heads.len(), 2);
+        for h in heads {
+            assert!(h.contains("\r\nauthorization: bearer tok-1"), "{h}");
+        }
+    }
+
     /// Against a port nobody listens on, the reporter keeps retrying (with the capped backoff).
     #[tokio::test(start_paused = true)]
     async fn reporter_keeps_retrying_while_the_scheduler_is_unreachable() {
