@@ -374,6 +374,11 @@ fn a_cut_agent_loses_its_tasks_to_the_other_and_kills_the_stale_one_when_back() 
     );
     let replacement = task_id(active(&tasks)[0]).to_owned();
     assert_eq!(active(&tasks)[0]["ancestor_id"], stale.as_str());
+    // Cut off, the agent keeps its task: only the scheduler knows it was replaced.
+    assert!(
+        task_alive(&c.agents[0].root(), &stale),
+        "the stale task ended before its host came back"
+    );
     c.net.as_ref().unwrap().heal(0);
     let root_a = c.agents[0].root();
     c.wait_for("the stale task to be killed on host-a", secs(60), || {
