@@ -508,6 +508,54 @@ fn a_restored_backup_brings_the_jobs_back_and_kills_nothing_before_reconcile_con
     assert!(task_alive(&kept_root, task_id(&kept_task)));
 }
 
+#[test]
+fn agents_and_their_executors_must_present_the_agent_token() {
+    let test = "agents_and_their_executors_must_present_the_agent_token";
+    if !have_netns(test) {
+        return;
+    }
+    let mut c = Cluster::with_netns(test, 2);
+    let tokens = c.dir.path().join("agent-tokens");
+    std::fs::write(&tokens, "# agents\nright-token-4f1c\n").unwrap();
+    let wrong = c.dir.path().join("wrong-token");
+    std::fs::write(&wrong, "wrong-token-0000\n").unwrap();
+    let right = c.dir.path().join("right-token");
+    std::fs::write(&right, "right-token-4f1c\n").unwrap();
+    c.flag("agent-token-file", tokens.to_str().unwrap());
+    c.start_scheduler();
+    c.add_agent("host-a", &[]);
+    c.add_agent("host-b", &[]);
+    c.agents[0].extra_args = vec!["--token-file".into(), right.display().to_string()];
+    c.agents[1].extra_args = vec!["--token-file".into(), wrong.display().to_string()];
+    c.start_agent(0);
+    c.spawn_agent(1);
+    // The executors' status reports carry the token too, or nothing would reach RUNNING.
+    let key = c.create(&service("tokened", 2, "exec sleep 3600"));
+    let tasks = c.wait_tasks(&key, "2 instances RUNNING", secs(60), |t| {
+        all_in(t, 2, "RUNNING")
+    });
+    assert!(active(&tasks).iter().all(|t| host_of(t) == "host-a"));
+    let b_log = c.agents[1].log();
+    c.wait_for("host-b's agent to be refused (401)", secs(30), || {
+        netns::tail(&b_log, 200).contains("401").then_some(())
+    });
+    assert!(
+        c.hosts().iter().all(|h| h["host"] != "host-b"),
+        "an agent with a wrong token was registered: {:#?}",
+        c.hosts()
+    );
+    let log = netns::tail(&c.agents[1].log(), 200);
+    assert!(
+        !log.contains("wrong-token-0000"),
+        "the token leaked into the log"
+    );
+    let log = netns::tail(&c.scheduler_log(), 500);
+    assert!(
+        !log.contains("right-token-4f1c") && !log.contains("wrong-token-0000"),
+        "a token leaked into the scheduler's log"
+    );
+}
+
 /// `hearth scheduler hash-password` with the password on stdin.
 fn hash(c: &Cluster, password: &str) -> String {
     let mut child = c

@@ -203,6 +203,8 @@ pub struct AgentHost {
     /// Index into `Net::hosts`, or `None` on the host's own network.
     host: Option<usize>,
     pub attributes: Vec<String>,
+    /// More `hearth agent` arguments (e.g. `--token-file F`).
+    pub extra_args: Vec<String>,
 }
 
 impl AgentHost {
@@ -374,12 +376,20 @@ impl Cluster {
             child: None,
             host,
             attributes: attributes.iter().map(|a| (*a).to_owned()).collect(),
+            extra_args: Vec::new(),
         });
         i
     }
 
     /// Start agent `i` and wait until the scheduler lists its host as alive.
     pub fn start_agent(&mut self, i: usize) {
+        self.spawn_agent(i);
+        let name = self.agents[i].name.clone();
+        self.wait_host_alive(&name);
+    }
+
+    /// Start agent `i` (without waiting for anything).
+    pub fn spawn_agent(&mut self, i: usize) {
         let exe = PathBuf::from(env!("CARGO_BIN_EXE_hearth"));
         let a = &self.agents[i];
         assert!(a.child.is_none(), "agent {} already runs", a.name);
@@ -402,6 +412,7 @@ impl Cluster {
         for attr in &a.attributes {
             cmd.arg("--attribute").arg(attr);
         }
+        cmd.args(&a.extra_args);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -414,9 +425,7 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .unwrap();
-        let name = a.name.clone();
         self.agents[i].child = Some(child);
-        self.wait_host_alive(&name);
     }
 
     /// Wait until the scheduler lists `host` as alive.
