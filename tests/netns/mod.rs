@@ -597,8 +597,14 @@ impl Drop for Cluster {
         for i in 0..self.agents.len() {
             self.kill_agent(i);
         }
-        // Each agent's Env kills what its root holds; then the network goes.
+        // Each agent's Env kills what its root holds; then the tasks' cgroups and the network go.
+        let ids: Vec<String> = self
+            .agents
+            .iter()
+            .flat_map(|a| task_ids(&a.root()))
+            .collect();
         self.agents.clear();
+        remove_cgroups(&ids);
         self.net.take();
     }
 }
@@ -645,6 +651,35 @@ pub fn http_request(
     s.read_to_string(&mut resp).ok()?;
     let code = resp.split_whitespace().nth(1)?.parse().ok()?;
     Some((code, resp))
+}
+
+/// The ids of the tasks a checkpoint root holds.
+pub fn task_ids(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root.join("checkpoints"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Remove the (emptied) cgroups of these tasks, so test runs do not pile them up. Teardown
+/// only: a cgroup whose last process is still exiting is retried for up to a second.
+pub fn remove_cgroups(task_ids: &[String]) {
+    for c in [
+        "pids", "memory", "cpu", "cpuacct", "freezer", "blkio", "unified",
+    ] {
+        for id in task_ids {
+            let dir = Path::new("/sys/fs/cgroup").join(c).join("hearth").join(id);
+            for _ in 0..50 {
+                if !dir.exists() || std::fs::remove_dir(&dir).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
 }
 
 // ---- Reading tasks (the `job status --json` objects) ----
