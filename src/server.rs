@@ -14,20 +14,51 @@ use crate::sched_cmd::{ServeArgs, read_tokens};
 
 /// `hearth scheduler --bind ADDR --data DIR ...`: serve until SIGINT or SIGTERM.
 pub fn serve_scheduler(
-    _args: &ServeArgs,
-    _bind: SocketAddr,
-    _data: PathBuf,
-    _agent_tokens: Vec<String>,
+    args: &ServeArgs,
+    bind: SocketAddr,
+    data: PathBuf,
+    agent_tokens: Vec<String>,
 ) -> anyhow::Result<()> {
-    anyhow::bail!("this build has no scheduler server yet")
+    let mut cfg = hearth_scheduler::SchedulerConfig::new(bind, data);
+    cfg.backup_dir.clone_from(&args.backup_dir);
+    cfg.security_ini.clone_from(&args.security_ini);
+    cfg.auth_reads = args.auth_reads;
+    cfg.allow_plaintext_passwords = args.allow_plaintext_passwords;
+    cfg.agent_tokens = agent_tokens;
+    cfg.cluster.clone_from(&args.cluster);
+    cfg.agent_timeout = args.agent_timeout;
+    cfg.transient_timeout = args.transient_timeout;
+    cfg.flapping_threshold = args.flapping_threshold;
+    cfg.initial_flapping_delay = args.initial_flapping_delay;
+    cfg.max_flapping_delay = args.max_flapping_delay;
+    cfg.kill_retry_initial = args.kill_retry_initial;
+    cfg.kill_retry_max = args.kill_retry_max;
+    cfg.backup_interval = args.backup_interval;
+    cfg.backups_kept = args.backups_kept;
+    cfg.placement_retry_initial = args.placement_retry_initial;
+    cfg.placement_retry_max = args.placement_retry_max;
+    init_tracing();
+    println!("scheduler listening on http://{bind}");
+    runtime()?
+        .block_on(hearth_scheduler::serve(cfg, shutdown_signal()))
+        .map_err(|e| anyhow::anyhow!("scheduler on {bind}: {}", error_chain(&e)))
 }
 
-pub fn restore(_backup: &Path, _data: &Path) -> anyhow::Result<()> {
-    anyhow::bail!("this build has no scheduler server yet")
+/// `hearth scheduler restore BACKUP --data DIR` (offline).
+pub fn restore(backup: &Path, data: &Path) -> anyhow::Result<()> {
+    hearth_scheduler::restore(backup, data).map_err(|e| {
+        anyhow::anyhow!(
+            "restore {} into {}: {}",
+            backup.display(),
+            data.display(),
+            error_chain(&e)
+        )
+    })
 }
 
-pub fn hash_password(_password: &str) -> anyhow::Result<String> {
-    anyhow::bail!("this build has no scheduler server yet")
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    hearth_scheduler::hash_password(password)
+        .map_err(|e| anyhow::anyhow!("hashing the password: {}", error_chain(&e)))
 }
 
 /// `hearth agent ...`: run until SIGINT or SIGTERM (the tasks keep running).

@@ -26,6 +26,7 @@ pub const STATUS_PATH: &str = "/api/v1/status";
 pub const FIRST_SEQ: u64 = 1;
 
 /// Aurora's task states (`ScheduleStatus`), by their Aurora names.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ScheduleStatus {
@@ -77,6 +78,7 @@ impl ScheduleStatus {
 }
 
 /// One status update of one task, as the executor sends it.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusUpdate {
     /// The task id the executor runs.
@@ -92,6 +94,7 @@ pub struct StatusUpdate {
 }
 
 /// The scheduler's answer to an update it applied now or had applied before.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusAck {
     pub task_id: String,
@@ -101,6 +104,7 @@ pub struct StatusAck {
 }
 
 /// The scheduler's answer (`409`) to an update that would skip one.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusConflict {
     pub task_id: String,

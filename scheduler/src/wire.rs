@@ -176,7 +176,23 @@ impl From<JobKey> for String {
     }
 }
 
+/// In the OpenAPI document a job key is its `cluster/role/environment/name` string.
+#[cfg(feature = "server")]
+impl utoipa::PartialSchema for JobKey {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("cluster/role/environment/name"))
+            .examples(["west/www-data/prod/hello"])
+            .into()
+    }
+}
+
+#[cfg(feature = "server")]
+impl utoipa::ToSchema for JobKey {}
+
 /// Every error body.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     /// A stable code: `bad_request`, `unauthenticated`, `forbidden`, `not_found`, `conflict`,
@@ -187,6 +203,7 @@ pub struct ApiError {
 }
 
 /// `POST /api/v1/jobs`: create a job from an Aurora job JSON.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreateJobRequest {
     /// The key the client asked for; must equal the config's cluster/role/environment/name.
@@ -194,10 +211,12 @@ pub struct CreateJobRequest {
     /// The Aurora job JSON (what `hearth run` takes), with the job-level fields the scheduler
     /// reads: `instances` (default 1), `service`, `max_task_failures`, `production`, `tier`,
     /// `priority`, `constraints` (a map attribute → `value[,value]` | `!value` | `limit:N`).
+    #[cfg_attr(feature = "server", schema(value_type = Object))]
     pub config: serde_json::Value,
 }
 
 /// Aurora's tiers.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
@@ -209,6 +228,7 @@ pub enum Tier {
 }
 
 /// A job in lists.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSummary {
     pub key: JobKey,
@@ -222,6 +242,7 @@ pub struct JobSummary {
 }
 
 /// `GET` of one job: its summary and the config it runs.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobDetail {
     #[serde(flatten)]
@@ -230,10 +251,12 @@ pub struct JobDetail {
     /// Job-level constraints as given.
     pub constraints: BTreeMap<String, String>,
     /// The Aurora job JSON the job was created with.
+    #[cfg_attr(feature = "server", schema(value_type = Object))]
     pub config: serde_json::Value,
 }
 
 /// One event in a task's history.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskEvent {
     pub timestamp_ms: i64,
@@ -243,6 +266,7 @@ pub struct TaskEvent {
 }
 
 /// A task as `job status` shows it.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskStatus {
     pub job: JobKey,
@@ -266,6 +290,7 @@ pub struct TaskStatus {
 }
 
 /// Instances a kill or restart applies to; `None` (or absent) means every instance.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstancesRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -273,6 +298,7 @@ pub struct InstancesRequest {
 }
 
 /// What a change did.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeResponse {
     pub job: JobKey,
@@ -282,6 +308,7 @@ pub struct ChangeResponse {
 }
 
 /// A host's maintenance mode (Aurora's `MaintenanceMode`).
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum HostMode {
@@ -292,6 +319,7 @@ pub enum HostMode {
 }
 
 /// CPU cores, bytes of RAM and of disk.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResourceVec {
     pub cpu: f64,
@@ -300,6 +328,7 @@ pub struct ResourceVec {
 }
 
 /// An inclusive range of TCP ports.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortRange {
     pub first: u16,
@@ -307,6 +336,7 @@ pub struct PortRange {
 }
 
 /// A host as `host status` shows it.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostStatus {
     pub host: String,
@@ -324,6 +354,7 @@ pub struct HostStatus {
 }
 
 /// One backup file.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupInfo {
     /// File name inside the backup directory (what `hearth scheduler restore` takes).
@@ -333,6 +364,7 @@ pub struct BackupInfo {
 }
 
 /// Whether kills of tasks the scheduler does not know are held (after a restore).
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconcileStatus {
     pub hold: bool,
@@ -340,6 +372,7 @@ pub struct ReconcileStatus {
     pub held: Vec<HeldTask>,
 }
 
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldTask {
     pub task_id: String,
@@ -347,12 +380,14 @@ pub struct HeldTask {
 }
 
 /// `POST /api/v1/reconcile`: `confirm: true` ends the hold; the held tasks are then killed.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconcileRequest {
     pub confirm: bool,
 }
 
 /// One change, who made it and when.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub id: i64,
@@ -378,6 +413,7 @@ pub struct AuditEntry {
 ///   it assigned to this agent with `epoch <= acked_epoch` that the agent does not report is LOST.
 /// * `acked_epoch` is the highest [`AgentOrders::epoch`] whose orders the agent has carried out
 ///   (launched or killed). Launches are idempotent by task id.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentSync {
     /// The host name (`--name`, default the host's name).
@@ -394,6 +430,7 @@ pub struct AgentSync {
 }
 
 /// A task an agent has.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentTask {
     pub task_id: String,
@@ -405,6 +442,7 @@ pub struct AgentTask {
 }
 
 /// The scheduler's answer to a sync.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentOrders {
     /// The scheduler's order counter when this answer was made; the agent acknowledges it in its
@@ -419,12 +457,14 @@ pub struct AgentOrders {
 }
 
 /// One task to launch on an agent.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {
     pub task_id: String,
     pub job: JobKey,
     pub instance: u32,
     /// The Aurora job JSON to hand to `hearth run`.
+    #[cfg_attr(feature = "server", schema(value_type = Object))]
     pub config: serde_json::Value,
     /// Ports from the agent's range, by the names the task uses (`--port NAME=PORT`).
     pub ports: BTreeMap<String, u16>,
