@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use hearth_checkpoints::error_chain;
 
 use crate::agent_cmd::AgentArgs;
 use crate::output::UsageError;
@@ -38,32 +37,25 @@ pub fn serve_scheduler(
     cfg.placement_retry_initial = args.placement_retry_initial;
     cfg.placement_retry_max = args.placement_retry_max;
     init_tracing();
-    println!("scheduler listening on http://{bind}");
+    // The server logs "scheduler listening on http://ADDR" once it has bound the address.
     runtime()?
         .block_on(hearth_scheduler::serve(cfg, shutdown_signal()))
-        .map_err(|e| anyhow::anyhow!("scheduler on {bind}: {}", error_chain(&e)))
+        .map_err(|e| anyhow::anyhow!("{}", chain(&e)))
 }
 
 /// `hearth scheduler restore BACKUP --data DIR` (offline).
 pub fn restore(backup: &Path, data: &Path) -> anyhow::Result<()> {
-    hearth_scheduler::restore(backup, data).map_err(|e| {
-        anyhow::anyhow!(
-            "restore {} into {}: {}",
-            backup.display(),
-            data.display(),
-            error_chain(&e)
-        )
-    })
+    hearth_scheduler::restore(backup, data).map_err(|e| anyhow::anyhow!("{}", chain(&e)))
 }
 
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
     hearth_scheduler::hash_password(password)
-        .map_err(|e| anyhow::anyhow!("hashing the password: {}", error_chain(&e)))
+        .map_err(|e| anyhow::anyhow!("hashing the password: {}", chain(&e)))
 }
 
 /// `hearth agent ...`: run until SIGINT or SIGTERM (the tasks keep running).
 pub fn run_agent(args: &AgentArgs) -> anyhow::Result<()> {
-    let usage = |e: hearth_agent::AgentError| UsageError(error_chain(&e));
+    let usage = |e: hearth_agent::AgentError| UsageError(chain(&e));
     let mut cfg = hearth_agent::AgentConfig::new(args.scheduler.clone(), args.root.clone());
     if let Some(name) = &args.name {
         cfg.name.clone_from(name);
@@ -83,7 +75,7 @@ pub fn run_agent(args: &AgentArgs) -> anyhow::Result<()> {
     runtime()
         .context("starting the agent's runtime")?
         .block_on(hearth_agent::run(cfg, shutdown_signal()))
-        .map_err(|e| anyhow::anyhow!("agent {name}: {}", error_chain(&e)))
+        .map_err(|e| anyhow::anyhow!("agent {name}: {}", chain(&e)))
 }
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
@@ -102,18 +94,51 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` picks the level (default `info`).
+/// Logs to stderr (colours only on a terminal); `RUST_LOG` picks the level (default `info`).
 pub fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// An error and its causes, `: `-separated, leaving out a cause whose text the message before
+/// it already ends with (errors that print their source themselves).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot listen on x: {0}")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let e = Outer(std::io::Error::other("address in use"));
+        assert_eq!(chain(&e), "cannot listen on x: address in use");
+    }
 }
