@@ -400,6 +400,62 @@ fn a_cut_agent_loses_its_tasks_to_the_other_and_kills_the_stale_one_when_back() 
 }
 
 #[test]
+fn job_restart_replaces_the_chosen_instances_and_diff_compares_configs() {
+    let test = "job_restart_replaces_the_chosen_instances_and_diff_compares_configs";
+    if !have_netns(test) {
+        return;
+    }
+    let c = cluster(test, 1, &[]);
+    let job = service("restarted", 2, "exec sleep 3600");
+    let key = c.create(&job);
+    let before = c.wait_tasks(&key, "2 instances RUNNING", secs(60), |t| {
+        all_in(t, 2, "RUNNING")
+    });
+    let old: BTreeMap<u64, String> = active(&before)
+        .iter()
+        .map(|t| (instance(t), task_id(t).to_owned()))
+        .collect();
+    let out = c.ok(&["job", "restart", &key, "--instances", "1"]);
+    assert!(out.contains(&old[&1]), "{out}");
+    let after = c.wait_tasks(&key, "instance 1 replaced and RUNNING", secs(60), |t| {
+        all_in(t, 2, "RUNNING")
+            && active(t)
+                .iter()
+                .any(|n| instance(n) == 1 && n["ancestor_id"] == old[&1].as_str())
+    });
+    let zero = active(&after)
+        .into_iter()
+        .find(|t| instance(t) == 0)
+        .unwrap();
+    assert_eq!(task_id(zero), old[&0], "instance 0 was restarted too");
+    let root = c.agents[0].root();
+    c.wait_for("the restarted task to end", secs(30), || {
+        (!task_alive(&root, &old[&1])).then_some(())
+    });
+
+    // The config it runs, as given; a changed one differs (diff(1)'s exit codes).
+    let same = c.job_file("restarted", &job);
+    let out = c.hearth(&["job", "diff", &key, same.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::show(&out));
+    let mut changed = job.clone();
+    changed["instances"] = json!(3);
+    let changed = c.job_file("restarted-3", &changed);
+    let out = c.hearth(&["job", "diff", &key, changed.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("-  \"instances\": 2,") && text.contains("+  \"instances\": 3,"),
+        "{text}"
+    );
+    let detail: Value = serde_json::from_str(&c.ok(&["job", "inspect", &key, "--json"])).unwrap();
+    assert_eq!(detail["key"], key.as_str());
+    assert_eq!(
+        detail["config"]["task"]["processes"][0]["cmdline"],
+        "exec sleep 3600"
+    );
+}
+
+#[test]
 fn host_drain_moves_the_tasks_off_the_host() {
     let test = "host_drain_moves_the_tasks_off_the_host";
     if !have_netns(test) {
