@@ -10,12 +10,15 @@
 //!    task, one update at a time, each waiting for its acknowledgement (as `hearth run` does),
 //!    500 at once. Reported: durable transitions/s of these 30,000 reports, and for the whole
 //!    life PENDING → ASSIGNED → STARTING → RUNNING → FINISHED (50,000 transitions).
+//!    Then the same for 2,000 more tasks through the HTTP layer (the axum router in process,
+//!    JSON in and out, no socket).
 //! 3. **Restart**: 100,000 tasks (RUNNING, four events each) written to a fresh data dir; a
 //!    child process starts the scheduler on it and answers a first request. Reported: time to
 //!    serving, and the child's RSS with 100,000 tasks loaded.
 //!
 //! Environment: `HEARTH_BENCH_TASKS` (default 10000) and `HEARTH_BENCH_RESTART_TASKS` (default
-//! 100000) change the sizes.
+//! 100000) change the sizes; `HEARTH_BENCH_RESTART_DIR=D` keeps (and reuses) the restart data
+//! dir; `HEARTH_BENCH_PHASES=1` also times the phases of loading.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -237,6 +240,7 @@ async fn lifecycle_bench(tasks: usize) {
         whole.as_secs_f64(),
         5.0 * total as f64 / whole.as_secs_f64()
     );
+    http_reports(&started, jobs).await;
     let (buckets, sum_us) = *core.stats.latency.lock().unwrap();
     let n: u64 = buckets.iter().sum();
     println!(
@@ -252,13 +256,81 @@ async fn lifecycle_bench(tasks: usize) {
     thread.join().unwrap().unwrap();
 }
 
+/// The same reports through the HTTP layer: the axum router in process (no socket), JSON in
+/// and out, for 2,000 more tasks.
+async fn http_reports(started: &hearth_scheduler::server::Started, first_job: usize) {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let router = hearth_scheduler::http::app(started.app.clone());
+    let core = started.core.clone();
+    let jobs = 20;
+    let mut ids = Vec::new();
+    for j in first_job..first_job + jobs {
+        let r = core
+            .call(move |s, now| {
+                let r = s.create_job(job_key(j), job_config(100), "bench", now);
+                s.place_pending(now);
+                r
+            })
+            .await
+            .unwrap();
+        assert!(r.is_ok(), "{r:?}");
+        let key = job_key(j);
+        let mut more: Vec<String> = core
+            .call(move |s: &mut State, _| s.jobs[&key].active.values().cloned().collect())
+            .await
+            .unwrap();
+        ids.append(&mut more);
+    }
+    let n = ids.len();
+    let began = Instant::now();
+    let queue = Arc::new(std::sync::Mutex::new(ids));
+    let mut execs = Vec::new();
+    for _ in 0..500 {
+        let router = router.clone();
+        let queue = queue.clone();
+        execs.push(tokio::spawn(async move {
+            loop {
+                let Some(id) = queue.lock().unwrap().pop() else {
+                    return;
+                };
+                for (seq, state) in ["STARTING", "RUNNING", "FINISHED"].into_iter().enumerate() {
+                    let body = json!({"task_id": id, "seq": seq + 1, "state": state,
+                                      "timestamp_ms": now_ms()});
+                    let req = axum::http::Request::post("/api/v1/status")
+                        .header("content-type", "application/json")
+                        .body(Body::from(body.to_string()))
+                        .unwrap();
+                    let resp = router.clone().oneshot(req).await.unwrap();
+                    assert_eq!(resp.status(), 200);
+                    let _ = resp.into_body().collect().await.unwrap();
+                }
+            }
+        }));
+    }
+    for e in execs {
+        e.await.unwrap();
+    }
+    let t = began.elapsed();
+    println!(
+        "transitions over HTTP (axum router in process, JSON, no socket): {} reports in {:.3} s = {:.0} durable transitions/s",
+        3 * n,
+        t.as_secs_f64(),
+        3.0 * n as f64 / t.as_secs_f64()
+    );
+}
+
 /// Write `n` RUNNING tasks into a fresh data dir, then time a child process starting on it.
 fn restart_bench(n: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let data = match std::env::var_os("HEARTH_BENCH_RESTART_DIR") {
+        Some(d) => std::path::PathBuf::from(d),
+        None => dir.path().join("data"),
+    };
     std::fs::create_dir_all(&data).unwrap();
     let began = Instant::now();
-    {
+    if !data.join(DB_FILE).exists() {
         let mut storage = SqliteStorage::open(&data.join(DB_FILE)).unwrap();
         let mut state = State::new(LifecycleConfig::default(), 60_000, None);
         let now = now_ms();
@@ -317,6 +389,30 @@ fn restart_child(dir: &str) {
         .build()
         .unwrap();
     let rss_before = rss_kib();
+    if std::env::var_os("HEARTH_BENCH_PHASES").is_some() {
+        // Where loading spends its time (a separate pass, before the measured start).
+        let t = Instant::now();
+        let mut st = SqliteStorage::open(&std::path::Path::new(dir).join(DB_FILE)).unwrap();
+        let opened = t.elapsed();
+        let snap = hearth_scheduler::storage::Storage::load(&mut st).unwrap();
+        let read = t.elapsed();
+        let mut state = State::new(LifecycleConfig::default(), 60_000, None);
+        state.load(
+            snap.meta,
+            snap.configs,
+            snap.jobs,
+            snap.tasks,
+            snap.hosts,
+            now_ms(),
+        );
+        let built = t.elapsed();
+        println!(
+            "restart phases: open {:.3} s, read rows {:.3} s, build model {:.3} s",
+            opened.as_secs_f64(),
+            (read - opened).as_secs_f64(),
+            (built - read).as_secs_f64()
+        );
+    }
     let began = Instant::now();
     let cfg = SchedulerConfig::new("127.0.0.1:0".parse().unwrap(), dir.into());
     let started = start(&cfg).unwrap();

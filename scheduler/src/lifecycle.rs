@@ -346,7 +346,6 @@ pub fn placement_failed(task: &mut Task, reason: String, now: i64, cfg: &Lifecyc
 mod tests {
     use super::*;
     use crate::wire::JobKey;
-    use std::collections::BTreeMap;
 
     const SERVICE: JobPolicy = JobPolicy {
         service: true,
@@ -366,12 +365,12 @@ mod tests {
         let job: JobKey = "c/r/prod/j".parse().unwrap();
         Task {
             id: "r-prod-j-0-1-abcd".into(),
-            job,
+            job: std::sync::Arc::new(job),
             config_id: 1,
             instance: 0,
             state: *path.last().unwrap(),
             host: Some("h1".into()),
-            ports: BTreeMap::new(),
+            ports: Default::default(),
             ancestor: None,
             failure_count: 0,
             flap_streak: 0,

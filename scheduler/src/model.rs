@@ -266,6 +266,8 @@ pub fn parse_job(key: &JobKey, config: &serde_json::Value) -> Result<JobSpec, Jo
 /// A job in the scheduler.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// The key, shared by the job's tasks.
+    pub key: Arc<JobKey>,
     pub spec: Arc<JobSpec>,
     /// The stored config this job's new tasks run.
     pub config_id: i64,
@@ -281,12 +283,13 @@ pub struct Job {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub id: String,
-    pub job: JobKey,
+    /// Shared with the job and its other tasks.
+    pub job: Arc<JobKey>,
     pub config_id: i64,
     pub instance: u32,
     pub state: ScheduleStatus,
     pub host: Option<String>,
-    pub ports: BTreeMap<String, u16>,
+    pub ports: PortMap,
     pub ancestor: Option<String>,
     /// Failures of this instance counted so far (inherited from the ancestor).
     pub failure_count: u32,
@@ -305,6 +308,36 @@ pub struct Task {
     pub placement_retry: Option<(i64, i64)>,
     /// A kill that the agent has not confirmed yet: (next send time, backoff, order epoch).
     pub kill: Option<KillOrder>,
+}
+
+/// A task's ports by name: a short list (a map node per task would cost ten times the memory).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortMap(pub Vec<(String, u16)>);
+
+impl PortMap {
+    pub fn values(&self) -> impl Iterator<Item = &u16> {
+        self.0.iter().map(|(_, p)| p)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&u16> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, p)| p)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn to_map(&self) -> BTreeMap<String, u16> {
+        self.0.iter().cloned().collect()
+    }
+}
+
+impl From<BTreeMap<String, u16>> for PortMap {
+    fn from(m: BTreeMap<String, u16>) -> PortMap {
+        let mut v: Vec<(String, u16)> = m.into_iter().collect();
+        v.shrink_to_fit();
+        PortMap(v)
+    }
 }
 
 /// A kill order being (re)sent to an agent.
@@ -353,7 +386,7 @@ pub struct Host {
     pub used: ResourceVec,
     pub ports_used: HashSet<u16>,
     /// Active tasks here per job.
-    pub job_counts: HashMap<JobKey, u32>,
+    pub job_counts: HashMap<Arc<JobKey>, u32>,
 }
 
 impl Host {

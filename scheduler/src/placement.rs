@@ -269,12 +269,12 @@ mod tests {
         let job: JobKey = spec.key.clone();
         let t = Task {
             id: format!("t{n}-{}", h.name),
-            job,
+            job: std::sync::Arc::new(job),
             config_id: 1,
             instance: n,
             state: crate::api::ScheduleStatus::Assigned,
             host: Some(h.name.clone()),
-            ports: p.ports,
+            ports: p.ports.into(),
             ancestor: None,
             failure_count: 0,
             flap_streak: 0,

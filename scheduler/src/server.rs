@@ -203,11 +203,11 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<(), SchedulerError> {
 pub fn backup_now(db: &Path, dir: &Path, kept: usize) -> Result<BackupInfo, SchedulerError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let now = core::now_ms();
-    let mut name = format!("scheduler-{now}.db");
-    let mut n = 1;
+    let mut n = 0;
+    let mut name = format!("scheduler-{now}-{n}.db");
     while dir.join(&name).exists() {
-        name = format!("scheduler-{now}-{n}.db");
         n += 1;
+        name = format!("scheduler-{now}-{n}.db");
     }
     let dest = dir.join(&name);
     let tmp = dir.join(format!(".{name}.tmp"));
@@ -242,7 +242,7 @@ pub fn list_backups(dir: &Path) -> Result<Vec<BackupInfo>, SchedulerError> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_err(dir)(e)),
     };
     for e in entries.flatten() {
@@ -253,20 +253,21 @@ pub fn list_backups(dir: &Path) -> Result<Vec<BackupInfo>, SchedulerError> {
         else {
             continue;
         };
-        let created_ms = stamp
-            .split('-')
-            .next()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let mut parts = stamp.split('-');
+        let created_ms: i64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let n: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         let bytes = e.metadata().map(|m| m.len()).unwrap_or(0);
-        out.push(BackupInfo {
-            name,
-            created_ms,
-            bytes,
-        });
+        out.push((
+            (created_ms, n),
+            BackupInfo {
+                name,
+                created_ms,
+                bytes,
+            },
+        ));
     }
-    out.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.name.cmp(&a.name)));
-    Ok(out)
+    out.sort_by_key(|b| std::cmp::Reverse(b.0));
+    Ok(out.into_iter().map(|(_, b)| b).collect())
 }
 
 /// A started scheduler (for tests and benchmarks): its core and its HTTP state.
@@ -437,4 +438,42 @@ pub async fn serve(
         };
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backups_keep_the_newest_and_list_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(DB_FILE);
+        drop(SqliteStorage::open(&db).unwrap());
+        let backups = dir.path().join("backups");
+        let mut names = Vec::new();
+        for _ in 0..4 {
+            names.push(backup_now(&db, &backups, 2).unwrap().name);
+        }
+        let list = list_backups(&backups).unwrap();
+        let listed: Vec<&str> = list.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(listed, vec![names[3].as_str(), names[2].as_str()]);
+        assert!(list.iter().all(|b| b.bytes > 0));
+        // Nothing but the two backups is left behind (no temporary files).
+        assert_eq!(std::fs::read_dir(&backups).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn restore_refuses_a_missing_backup_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = restore(&dir.path().join("nope.db"), &dir.path().join("data")).unwrap_err();
+        assert!(e.to_string().contains("nope.db"), "{e}");
+    }
+
+    #[test]
+    fn hash_password_makes_an_argon2id_string() {
+        let h = hash_password("pw").unwrap();
+        assert!(h.starts_with("$argon2id$"), "{h}");
+        assert!(hash_password("").is_err());
+    }
 }

@@ -227,6 +227,7 @@ impl State {
             self.jobs.insert(
                 spec.key.clone(),
                 Job {
+                    key: Arc::new(spec.key.clone()),
                     spec: Arc::new(spec),
                     config_id,
                     config,
@@ -241,11 +242,11 @@ impl State {
             h.alive = true;
             self.hosts.insert(h.name.clone(), h);
         }
-        let mut ended: Vec<(i64, String, JobKey)> = Vec::new();
+        let mut ended: Vec<(i64, String, Arc<JobKey>)> = Vec::new();
         self.tasks.reserve(tasks.len());
         for mut t in tasks {
             let id = t.id.clone();
-            if let Some(job) = self.jobs.get_mut(&t.job) {
+            if let Some(job) = self.jobs.get_mut(t.job.as_ref()) {
                 if t.is_active() {
                     job.active.insert(t.instance, id.clone());
                     if let Some(h) = t.host.as_ref().and_then(|h| self.hosts.get_mut(h)) {
@@ -280,7 +281,7 @@ impl State {
         }
         ended.sort();
         for (_, id, job) in ended {
-            if let Some(j) = self.jobs.get_mut(&job) {
+            if let Some(j) = self.jobs.get_mut(job.as_ref()) {
                 j.terminal.push(id);
             }
         }
@@ -379,7 +380,7 @@ impl State {
         flap_streak: u32,
         now: i64,
     ) -> Option<String> {
-        let config_id = self.jobs.get(key)?.config_id;
+        let (config_id, shared_key) = self.jobs.get(key).map(|j| (j.config_id, j.key.clone()))?;
         let id = self.new_task_id(key, instance, now);
         let state = lifecycle::new_task_state(throttle_until, now);
         let message = match (ancestor, state) {
@@ -393,12 +394,12 @@ impl State {
         };
         let task = Task {
             id: id.clone(),
-            job: key.clone(),
+            job: shared_key,
             config_id,
             instance,
             state,
             host: None,
-            ports: BTreeMap::new(),
+            ports: Default::default(),
             ancestor: ancestor.map(|a| a.id.clone()),
             failure_count: ancestor.map_or(0, |a| a.failure_count),
             flap_streak,
@@ -441,7 +442,7 @@ impl State {
 
     fn remove_task(&mut self, id: &str) {
         if let Some(t) = self.tasks.remove(id) {
-            if let Some(job) = self.jobs.get_mut(&t.job) {
+            if let Some(job) = self.jobs.get_mut(t.job.as_ref()) {
                 if job.active.get(&t.instance) == Some(&t.id) {
                     job.active.remove(&t.instance);
                 }
@@ -467,7 +468,7 @@ impl State {
         let Some(task) = self.tasks.get_mut(id) else {
             return Ok(());
         };
-        let Some(job) = self.jobs.get(&task.job) else {
+        let Some(job) = self.jobs.get(task.job.as_ref()) else {
             return Ok(());
         };
         let spec = job.spec.clone();
@@ -491,7 +492,7 @@ impl State {
             if let Some(h) = snapshot.host.as_ref().and_then(|h| self.hosts.get_mut(h)) {
                 h.detach(&snapshot, &spec.resources);
             }
-            if let Some(job) = self.jobs.get_mut(&snapshot.job) {
+            if let Some(job) = self.jobs.get_mut(snapshot.job.as_ref()) {
                 if job.active.get(&snapshot.instance) == Some(&snapshot.id) {
                     job.active.remove(&snapshot.instance);
                 }
@@ -516,12 +517,12 @@ impl State {
                     let Some(ended) = self.tasks.get(id).cloned() else {
                         continue;
                     };
-                    let wanted = self.jobs.get(&ended.job).is_some_and(|j| {
+                    let wanted = self.jobs.get(ended.job.as_ref()).is_some_and(|j| {
                         ended.instance < j.spec.instances && !j.active.contains_key(&ended.instance)
                     });
                     if wanted {
                         self.spawn_task(
-                            &ended.job,
+                            ended.job.as_ref(),
                             ended.instance,
                             Some(&ended),
                             throttle_until,
@@ -580,6 +581,7 @@ impl State {
         self.jobs.insert(
             key.clone(),
             Job {
+                key: Arc::new(key.clone()),
                 spec: Arc::new(spec),
                 config_id,
                 config,
@@ -779,6 +781,7 @@ impl State {
     /// An agent's sync: heartbeat, registration, reconciliation, orders.
     pub fn agent_sync(&mut self, sync: &AgentSync, now: i64) -> SyncReply {
         let name = sync.host.clone();
+        let acked = self.acked_here(sync.acked_epoch);
         let h = self
             .hosts
             .entry(name.clone())
@@ -844,7 +847,7 @@ impl State {
                     .filter(|id| {
                         self.tasks
                             .get(*id)
-                            .is_some_and(|t| t.is_active() && t.assigned_epoch <= sync.acked_epoch)
+                            .is_some_and(|t| t.is_active() && t.assigned_epoch <= acked)
                     })
                     .cloned()
                     .collect()
@@ -888,7 +891,7 @@ impl State {
             self.strays.insert(name.clone(), strays);
         }
         self.check_drained(&name);
-        let orders = self.orders(&name, sync.acked_epoch);
+        let orders = self.orders(&name, acked);
         if orders.launch.is_empty() && orders.kill.is_empty() {
             let tx = self
                 .watches
@@ -900,8 +903,23 @@ impl State {
         }
     }
 
+    /// The acknowledged epoch as this scheduler can trust it. An epoch above any this scheduler
+    /// issued comes from another life of it (before a restore from an older backup): it says
+    /// nothing about this life's orders, so it counts as none acknowledged, and the counter
+    /// jumps past it so that new orders are newer.
+    fn acked_here(&mut self, acked: u64) -> u64 {
+        if acked > self.epoch {
+            self.epoch = acked;
+            self.dirty.meta = true;
+            0
+        } else {
+            acked
+        }
+    }
+
     /// The orders for `host` the agent has not acknowledged (`epoch > acked`); also a heartbeat.
     pub fn agent_poll(&mut self, host: &str, acked: u64, now: i64) -> AgentOrders {
+        let acked = self.acked_here(acked);
         if let Some(h) = self.hosts.get_mut(host) {
             h.last_seen_ms = now;
             h.alive = true;
@@ -920,15 +938,15 @@ impl State {
                 if t.state == ScheduleStatus::Assigned && t.assigned_epoch > acked {
                     let config = self
                         .jobs
-                        .get(&t.job)
+                        .get(t.job.as_ref())
                         .map(|j| (*j.config).clone())
                         .unwrap_or_default();
                     launch.push(Assignment {
                         task_id: t.id.clone(),
-                        job: t.job.clone(),
+                        job: (*t.job).clone(),
                         instance: t.instance,
                         config,
-                        ports: t.ports.clone(),
+                        ports: t.ports.to_map(),
                     });
                 }
                 if let Some(k) = t.kill
@@ -1144,7 +1162,7 @@ impl State {
             if !retry_all && t.placement_retry.is_some_and(|(at, _)| at > now) {
                 continue;
             }
-            let key = t.job.clone();
+            let key = (*t.job).clone();
             let Some(spec) = self.jobs.get(&key).map(|j| j.spec.clone()) else {
                 continue;
             };
@@ -1166,7 +1184,7 @@ impl State {
                         continue;
                     };
                     t.host = Some(p.host.clone());
-                    t.ports = p.ports;
+                    t.ports = p.ports.into();
                     t.assigned_epoch = epoch;
                     let msg = Some(format!("Assigned to {}", p.host));
                     if self
@@ -1233,7 +1251,7 @@ impl State {
             _ => t.last_message().map(str::to_owned),
         };
         TaskStatus {
-            job: t.job.clone(),
+            job: (*t.job).clone(),
             instance: t.instance,
             task_id: t.id.clone(),
             state: t.state,
@@ -1242,7 +1260,7 @@ impl State {
             throttled_until: t.throttled_until,
             ancestor_id: t.ancestor.clone(),
             failure_count: t.failure_count,
-            ports: t.ports.clone(),
+            ports: t.ports.to_map(),
             events: t.events.clone(),
         }
     }
@@ -1346,10 +1364,12 @@ impl State {
         let mut per_instance: HashMap<(&JobKey, u32), u32> = HashMap::new();
         for t in self.tasks.values() {
             if t.is_active() {
-                *per_instance.entry((&t.job, t.instance)).or_default() += 1;
+                *per_instance
+                    .entry((t.job.as_ref(), t.instance))
+                    .or_default() += 1;
                 let job = self
                     .jobs
-                    .get(&t.job)
+                    .get(t.job.as_ref())
                     .ok_or_else(|| format!("task {} of unknown job {}", t.id, t.job))?;
                 if job.active.get(&t.instance) != Some(&t.id) {
                     return Err(format!("task {} not the active one of its instance", t.id));

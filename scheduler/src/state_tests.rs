@@ -302,6 +302,21 @@ fn an_unacknowledged_assignment_is_not_lost() {
 }
 
 #[test]
+fn an_ack_from_another_life_of_the_scheduler_loses_nothing() {
+    let mut s = state();
+    orders(&mut s, "h1", &[], 0, T0);
+    s.create_job(key(), config(1, true), "a", T0).unwrap();
+    s.place_pending(T0);
+    let id = active(&s, 0).id;
+    // The agent acknowledged epochs (from before a restore) beyond any this scheduler issued.
+    let far = s.epoch + 1_000_000;
+    let o = orders(&mut s, "h1", &[], far, T0 + 1);
+    assert_eq!(s.tasks[&id].state, Assigned, "not LOST");
+    assert_eq!(o.launch.len(), 1, "launched again");
+    assert!(o.epoch >= far, "new orders are newer than the agent's ack");
+}
+
+#[test]
 fn strays_are_killed_unless_held_and_confirm_kills_them() {
     let mut s = state();
     let o = orders(&mut s, "h1", &[("ghost", true, None)], 0, T0);

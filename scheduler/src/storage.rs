@@ -383,7 +383,7 @@ impl Storage for SqliteStorage {
                 )
                 .map_err(&err)?;
             let mut rows = stmt.query([]).map_err(&err)?;
-            let mut jobs: BTreeMap<String, JobKey> = BTreeMap::new();
+            let mut jobs: BTreeMap<String, std::sync::Arc<JobKey>> = BTreeMap::new();
             while let Some(r) = rows.next().map_err(&err)? {
                 let id: String = r.get(0).map_err(&err)?;
                 let text = |i: usize| -> Result<&str, StorageError> {
@@ -398,6 +398,7 @@ impl Storage for SqliteStorage {
                     None => {
                         let k: JobKey =
                             job_text.parse().map_err(|e| self.corrupt("task", &id, e))?;
+                        let k = std::sync::Arc::new(k);
                         jobs.insert(job_text.to_owned(), k.clone());
                         k
                     }
@@ -433,7 +434,7 @@ impl Storage for SqliteStorage {
                     instance: r.get(3).map_err(&err)?,
                     state,
                     host: r.get(5).map_err(&err)?,
-                    ports,
+                    ports: ports.into(),
                     ancestor: r.get(7).map_err(&err)?,
                     failure_count: r.get(8).map_err(&err)?,
                     flap_streak: r.get(9).map_err(&err)?,
@@ -550,7 +551,7 @@ impl Storage for SqliteStorage {
                     .iter()
                     .map(|e| (e.timestamp_ms, e.state.name(), e.message.as_deref()))
                     .collect();
-                let ports = (!t.ports.is_empty()).then(|| json(&t.ports));
+                let ports = (!t.ports.is_empty()).then(|| json(&t.ports.to_map()));
                 st.execute(params![
                     t.id,
                     t.job.to_string(),

@@ -413,6 +413,12 @@ pub struct AuditEntry {
 ///   it assigned to this agent with `epoch <= acked_epoch` that the agent does not report is LOST.
 /// * `acked_epoch` is the highest [`AgentOrders::epoch`] whose orders the agent has carried out
 ///   (launched or killed). Launches are idempotent by task id.
+/// * Epochs only grow, across scheduler restarts too (they are at least the scheduler's clock
+///   in milliseconds). An `acked_epoch` above any epoch the scheduler has issued (the agent
+///   acknowledged orders of a scheduler since restored from an older backup) counts as 0: the
+///   scheduler sends its outstanding orders again and marks nothing LOST for that sync.
+/// * Orders are repeated until acknowledged; a kill the agent acknowledged is sent again with a
+///   backoff (15 s doubling to 5 min) while the task has not ended.
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentSync {

@@ -667,3 +667,104 @@ async fn serve_answers_on_its_socket_and_shutdown_ends_held_long_polls() {
         .unwrap();
     assert!(began.elapsed() < Duration::from_secs(10));
 }
+
+/// Time passes in a served scheduler: a flapping task's replacement waits THROTTLED until its
+/// `throttled_until`, then is placed; a silent agent's tasks go LOST.
+#[tokio::test]
+async fn served_timers_unthrottle_and_lose_silent_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = cfg(dir.path());
+    c.bind = format!("127.0.0.1:{port}").parse().unwrap();
+    c.initial_flapping_delay = Duration::from_millis(600);
+    c.agent_timeout = Duration::from_millis(1500);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(hearth_scheduler::serve(c, async {
+        let _ = stop_rx.await;
+    }));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let post = |path: &'static str, body: Value| async move {
+        let (status, text) = raw(port, "POST", path, &body.to_string()).await;
+        (
+            status,
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+        )
+    };
+    let tasks = || async move {
+        let (_, text) = raw(port, "GET", "/api/v1/jobs/west/www/prod/web/tasks", "").await;
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    post("/api/v1/agents/sync", sync("h1", json!([]), 0, 0)).await;
+    let (status, _) = post("/api/v1/jobs", job(1)).await;
+    assert!(status.contains("201"), "{status}");
+    let (_, orders) = post("/api/v1/agents/sync", sync("h1", json!([]), 0, 0)).await;
+    let first = orders["launch"][0]["task_id"].as_str().unwrap().to_owned();
+    post("/api/v1/status", update(&first, 1, "RUNNING")).await;
+    post("/api/v1/status", update(&first, 2, "FAILED")).await;
+    let t = tasks().await;
+    let throttled = &t[0];
+    assert_eq!(throttled["state"], "THROTTLED", "{t}");
+    assert_eq!(throttled["ancestor_id"], first.as_str());
+    let until = throttled["throttled_until"].as_i64().unwrap();
+    // The agent keeps syncing; the replacement is placed on it once the delay is over.
+    let placed = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never placed: {}",
+            tasks().await
+        );
+        post("/api/v1/agents/sync", sync("h1", json!([]), 0, 0)).await;
+        let t = tasks().await;
+        if t[0]["state"] == "ASSIGNED" {
+            break t[0].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let events = placed["events"].as_array().unwrap();
+    let pending = events.iter().find(|e| e["state"] == "PENDING").unwrap();
+    assert!(
+        pending["timestamp_ms"].as_i64().unwrap() >= until,
+        "{placed}"
+    );
+    // Now the agent falls silent: after the agent timeout the task is LOST.
+    let id = placed["task_id"].as_str().unwrap().to_owned();
+    let lost = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never lost: {}",
+            tasks().await
+        );
+        let t = tasks().await;
+        if let Some(x) = t
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["task_id"] == id.as_str())
+            && x["state"] == "LOST"
+        {
+            break x.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        lost["reason"].as_str().unwrap().contains("Agent h1 lost"),
+        "{lost}"
+    );
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
