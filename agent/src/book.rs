@@ -14,7 +14,7 @@
 //! | disk | the agent |
 //! |---|---|
 //! | `Live` | reports it running; kills it if ordered |
-//! | `Orphaned` | runs `hearth run --task-id` again (recovery), or `hearth kill` (which adopts it) if ordered; gives up (reports LOST) after [`Policy::max_starts`] failed starts |
+//! | `Orphaned` | runs `hearth run --task-id` again (recovery), or `hearth kill` (which adopts it) if ordered; after [`Policy::max_starts`] failed starts, gives up: reports it LOST and runs `hearth kill` once |
 //! | `Absent` | launches it; a kill order before it started ends it (reported KILLED); gives up (reports FAILED) after [`Policy::max_starts`] failed starts |
 //! | `Ended` | reports its terminal status; runs `hearth run` again while the executor left status updates unacknowledged (it delivers them and exits); forgets it once a sync carrying the end was answered and every update was acknowledged |
 //!
@@ -294,19 +294,16 @@ impl Book {
                         kill(e, &mut actions);
                     }
                 }
-                Disk::Ended { pending, .. } => {
-                    e.given_up = None;
-                    if busy {
-                    } else if pending {
-                        start(e, RunReason::Deliver, &mut actions);
-                    } else if e.end_delivered {
+                Disk::Ended { .. } | Disk::Orphaned | Disk::Absent if busy => {}
+                Disk::Ended { pending: true, .. } => start(e, RunReason::Deliver, &mut actions),
+                Disk::Ended { .. } => {
+                    if e.end_delivered {
                         gone.push(task_id.clone());
                         actions.push(Action::Forget {
                             task_id: task_id.clone(),
                         });
                     }
                 }
-                Disk::Orphaned | Disk::Absent if busy => {}
                 Disk::Orphaned | Disk::Absent if e.given_up.is_some() => {
                     if e.end_delivered {
                         gone.push(task_id.clone());
@@ -320,12 +317,14 @@ impl Book {
                     // Ordered killed before it ever started: nothing runs, nothing will.
                     e.given_up = Some(ScheduleStatus::Killed);
                 }
-                Disk::Orphaned | Disk::Absent if e.starts >= policy.max_starts => {
-                    e.given_up = Some(if obs.disk == Disk::Absent {
-                        ScheduleStatus::Failed
-                    } else {
-                        ScheduleStatus::Lost
-                    });
+                Disk::Absent if e.starts >= policy.max_starts => {
+                    e.given_up = Some(ScheduleStatus::Failed);
+                }
+                Disk::Orphaned if e.starts >= policy.max_starts => {
+                    // Its processes may live on under their keeper: tear them down (`hearth
+                    // kill` adopts the task) so that no stale copy runs once it is replaced.
+                    e.given_up = Some(ScheduleStatus::Lost);
+                    kill(e, &mut actions);
                 }
                 Disk::Orphaned => start(e, RunReason::Recover, &mut actions),
                 Disk::Absent => start(e, RunReason::Launch, &mut actions),
@@ -547,6 +546,30 @@ mod tests {
     }
 
     #[test]
+    fn giving_up_on_an_orphan_kills_it_once_and_forgets_it_once_delivered() {
+        let policy = Policy::default();
+        let mut now = Instant::now();
+        let mut book = Book::new(policy);
+        book.adopt(assignment("t1"));
+        let mut all = Vec::new();
+        for _ in 0..200 {
+            all.extend(book.step(now, |_| obs(Disk::Orphaned)));
+            now += Duration::from_secs(1);
+        }
+        let kills = all
+            .iter()
+            .filter(|a| matches!(a, Action::Kill { .. }))
+            .count();
+        assert_eq!(kills, 1, "{all:?}");
+        assert_eq!(runs(&all).len(), policy.max_starts as usize);
+        book.delivered(&book.report(|_| obs(Disk::Orphaned)));
+        assert!(matches!(
+            book.step(now, |_| obs(Disk::Orphaned)).as_slice(),
+            [Action::Forget { .. }]
+        ));
+    }
+
+    #[test]
     fn seeing_the_task_live_resets_the_start_count() {
         let mut now = Instant::now();
         let mut book = Book::default();
@@ -743,5 +766,156 @@ mod tests {
         let got: Vec<u128> = (1..=6).map(|n| d.after(n).as_millis()).collect();
         assert_eq!(got, vec![100, 200, 400, 800, 1000, 1000]);
         assert_eq!(d.after(500), Duration::from_secs(1));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeSet;
+
+        const TASKS: [&str; 2] = ["mine", "stray"];
+
+        #[derive(Debug, Clone)]
+        enum Event {
+            /// One step: what each task looks like, after `advance_ms`.
+            Step {
+                obs: [Observation; 2],
+                advance_ms: u64,
+            },
+            OrderKill(usize),
+            /// A sync carrying the current report was answered.
+            Delivered,
+        }
+
+        fn disk() -> impl Strategy<Value = Disk> {
+            let status = prop::sample::select(vec![
+                ScheduleStatus::Finished,
+                ScheduleStatus::Failed,
+                ScheduleStatus::Killed,
+                ScheduleStatus::Lost,
+            ]);
+            prop_oneof![
+                Just(Disk::Absent),
+                Just(Disk::Live),
+                Just(Disk::Orphaned),
+                (status, any::<bool>())
+                    .prop_map(|(status, pending)| Disk::Ended { status, pending }),
+            ]
+        }
+
+        fn observation() -> impl Strategy<Value = Observation> {
+            (disk(), any::<bool>(), any::<bool>()).prop_map(|(disk, run, kill)| Observation {
+                disk,
+                children: Children { run, kill },
+            })
+        }
+
+        fn event() -> impl Strategy<Value = Event> {
+            prop_oneof![
+                6 => (observation(), observation(), 0u64..3_000)
+                    .prop_map(|(a, b, advance_ms)| Event::Step { obs: [a, b], advance_ms }),
+                1 => (0usize..2).prop_map(Event::OrderKill),
+                2 => Just(Event::Delivered),
+            ]
+        }
+
+        proptest! {
+            /// Whatever the disk and the children say, in any order: nothing is started or
+            /// killed while a child of the agent runs for the task, a task ordered killed is
+            /// never launched or recovered again, a stray is never started, starts without
+            /// seeing the task live are bounded, a task is forgotten only once its end was
+            /// delivered, and live and ended tasks are reported as they are.
+            #[test]
+            fn the_book_keeps_its_rules_under_any_observations(
+                events in prop::collection::vec(event(), 1..80)
+            ) {
+                let policy = Policy::default();
+                let mut book = Book::new(policy);
+                book.adopt(assignment("mine"));
+                book.discover("stray");
+                let mut now = Instant::now();
+                let mut killed: BTreeSet<usize> = BTreeSet::new();
+                let mut delivered_end: BTreeSet<String> = BTreeSet::new();
+                let mut gone: BTreeSet<String> = BTreeSet::new();
+                let mut starts_since_live = 0u32;
+                let mut last = [obs(Disk::Absent), obs(Disk::Absent)];
+                for ev in events {
+                    match ev {
+                        Event::OrderKill(i) => {
+                            if book.order_kill(TASKS[i]) {
+                                killed.insert(i);
+                            }
+                        }
+                        Event::Delivered => {
+                            let sent = book.report(|id| last[usize::from(id == "stray")]);
+                            for t in &sent {
+                                if t.terminal.is_some() {
+                                    delivered_end.insert(t.task_id.clone());
+                                }
+                            }
+                            book.delivered(&sent);
+                        }
+                        Event::Step { obs: o, advance_ms } => {
+                            now += Duration::from_millis(advance_ms);
+                            last = o;
+                            let at = |id: &str| o[usize::from(id == "stray")];
+                            if o[0].disk == Disk::Live && book.contains("mine") {
+                                starts_since_live = 0;
+                            }
+                            let actions = book.step(now, at);
+                            for a in &actions {
+                                match a {
+                                    Action::Run { assignment, why } => {
+                                        let id = assignment.task_id.as_str();
+                                        prop_assert_eq!(id, "mine", "a stray is never started");
+                                        let ob = at(id);
+                                        prop_assert!(!ob.children.run && !ob.children.kill);
+                                        prop_assert!(ob.disk != Disk::Live);
+                                        if *why != RunReason::Deliver {
+                                            // Delivering an ended task's updates starts nothing
+                                            // of the task; launching or recovering it would.
+                                            prop_assert!(!killed.contains(&0), "started after a kill order");
+                                            starts_since_live += 1;
+                                            prop_assert!(starts_since_live <= policy.max_starts);
+                                        }
+                                    }
+                                    Action::Kill { task_id } => {
+                                        let ob = at(task_id);
+                                        prop_assert!(!ob.children.kill, "one hearth kill at a time");
+                                        let killable = matches!(ob.disk, Disk::Live | Disk::Orphaned);
+                                        prop_assert!(killable, "killed while {:?}", ob.disk);
+                                    }
+                                    Action::Forget { task_id } => {
+                                        prop_assert_eq!(task_id.as_str(), "mine");
+                                        prop_assert!(delivered_end.contains(task_id));
+                                        let ob = at(task_id);
+                                        prop_assert!(!ob.children.run && !ob.children.kill);
+                                        let forgettable = !matches!(
+                                            ob.disk,
+                                            Disk::Live | Disk::Ended { pending: true, .. }
+                                        );
+                                        prop_assert!(forgettable, "forgotten while {:?}", ob.disk);
+                                        gone.insert(task_id.clone());
+                                    }
+                                }
+                            }
+                            for t in book.report(at) {
+                                prop_assert!(!gone.contains(&t.task_id), "reported after forgotten");
+                                let ob = at(&t.task_id);
+                                match ob.disk {
+                                    Disk::Live => prop_assert!(t.running && t.terminal.is_none()),
+                                    Disk::Ended { status, .. } => {
+                                        prop_assert_eq!(&t.task_id, "mine", "ended strays are not reported");
+                                        prop_assert_eq!(t.terminal, Some(status));
+                                        prop_assert!(!t.running);
+                                    }
+                                    Disk::Absent | Disk::Orphaned => {}
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -14,8 +14,8 @@ pub const DEFAULT_PORTS: PortRange = PortRange {
     last: 32000,
 };
 
-/// Everything the agent runs with.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything the agent runs with. Its `Debug` shows whether a token is set, never the token.
+#[derive(Clone, PartialEq)]
 pub struct AgentConfig {
     /// The scheduler's base URL (`http://host:port`).
     pub scheduler: String,
@@ -38,6 +38,22 @@ pub struct AgentConfig {
     pub hearth_bin: PathBuf,
     /// More arguments for every `hearth run` (e.g. `--no-setuid`, `--no-cgroups`).
     pub extra_run_args: Vec<String>,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("scheduler", &self.scheduler)
+            .field("root", &self.root)
+            .field("name", &self.name)
+            .field("attributes", &self.attributes)
+            .field("resources", &self.resources)
+            .field("ports", &self.ports)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("hearth_bin", &self.hearth_bin)
+            .field("extra_run_args", &self.extra_run_args)
+            .finish()
+    }
 }
 
 impl AgentConfig {
@@ -296,6 +312,15 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn the_config_never_shows_its_token() {
+        let mut cfg = AgentConfig::new("http://s:1", "/r");
+        cfg.token = Some("s3cret-token".into());
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

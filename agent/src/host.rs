@@ -648,6 +648,45 @@ mod tests {
     }
 
     #[test]
+    fn assignments_are_recorded_re_read_and_forgotten_keeping_the_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = launcher(tmp.path());
+        l.dir.create().unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut host = RealHost::new(l.clone(), tx);
+        let a = Assignment {
+            task_id: "root-test-j-0-1-abcd".into(),
+            job: "c/root/test/j".parse().unwrap(),
+            instance: 1,
+            config: serde_json::json!({"task": {"name": "j"}}),
+            ports: BTreeMap::from([("http".to_owned(), 31000)]),
+        };
+        host.persist(&a).unwrap();
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(l.dir.config(&a.task_id)).unwrap()).unwrap();
+        assert_eq!(config, a.config, "hearth run gets the job JSON as assigned");
+        std::fs::write(l.dir.tasks().join("junk.json"), "{").unwrap();
+        std::fs::write(l.dir.log(&a.task_id), "log").unwrap();
+        assert_eq!(
+            host.records(),
+            vec![a.clone()],
+            "unreadable records are skipped"
+        );
+        host.forget(&a.task_id);
+        assert!(host.records().is_empty());
+        assert!(!l.dir.config(&a.task_id).exists());
+        assert!(l.dir.log(&a.task_id).exists(), "the log stays");
+        let bad = Assignment {
+            task_id: "../escape".into(),
+            ..a
+        };
+        assert!(matches!(
+            host.persist(&bad),
+            Err(AgentError::Assignment { .. })
+        ));
+    }
+
+    #[test]
     fn active_tasks_are_those_listed_active_and_not_finished() {
         let tmp = tempfile::tempdir().unwrap();
         let root = Root::new(tmp.path());

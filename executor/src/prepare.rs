@@ -681,3 +681,45 @@ fn allocate_port() -> io::Result<u16> {
     let l = std::net::TcpListener::bind(("0.0.0.0", 0))?;
     Ok(l.local_addr()?.port())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_launch_record_keeps_the_token_file_path_and_older_records_still_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("launch.json");
+        let record = LaunchRecord {
+            opts: RunOptions {
+                scheduler: Some("http://s:1".into()),
+                ports: vec![("http".into(), 31000)],
+                ..RunOptions::default()
+            },
+            scheduler_token_file: Some("/r/agent/token".into()),
+        };
+        std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(r#""scheduler_token_file":"/r/agent/token""#),
+            "{text}"
+        );
+        let back = read_launch(&path).unwrap();
+        assert_eq!(back.scheduler_token_file, record.scheduler_token_file);
+        assert_eq!(back.opts.scheduler.as_deref(), Some("http://s:1"));
+        assert_eq!(back.opts.ports, vec![("http".to_owned(), 31000)]);
+
+        // A record written before the token existed: the options as they were, no token file.
+        let old = serde_json::to_vec(&RunOptions {
+            hostname: Some("h".into()),
+            ..RunOptions::default()
+        })
+        .unwrap();
+        std::fs::write(&path, old).unwrap();
+        let back = read_launch(&path).unwrap();
+        assert_eq!(back.scheduler_token_file, None);
+        assert_eq!(back.opts.hostname.as_deref(), Some("h"));
+        assert!(read_launch(&dir.path().join("missing")).is_none());
+    }
+}

@@ -15,10 +15,10 @@
 //! * every acknowledgement is reported as [`ReportEvent::Acknowledged`] so the caller can record
 //!   it; after a restart the caller re-sends every update it holds no acknowledgement for, with
 //!   the same seq. The scheduler applies a seq once, so a resend is harmless;
-//! * a `4xx` other than `401`, `403`, `408`, `409` and `429` means the scheduler will never take that update
-//!   (it is malformed for it): reported as [`ReportEvent::Rejected`] and skipped, so one bad
-//!   update cannot block the ones after it.
-//!
+//! * a `4xx` other than `401`, `403`, `408`, `409` and `429` means the scheduler will never take
+//!   that update (it is malformed for it): reported as [`ReportEvent::Rejected`] and skipped, so
+//!   one bad update cannot block the ones after it. `401`/`403` are retried: they concern the
+//!   token, not the update;
 //! * with a token ([`Reporter::start_with_token`], from `hearth run --scheduler-token-file F` or
 //!   [`TOKEN_FILE_ENV`]), every request carries `Authorization: Bearer <token>`; the header value
 //!   is marked sensitive and the token is never logged.
