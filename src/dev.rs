@@ -226,7 +226,11 @@ fn print_banner(dir: &Path, url: &str, host: &str, observer: SocketAddr, root: &
         logs.join("observer.log").display()
     );
     println!();
-    println!("Try it, in another shell (HEARTH_SCHEDULER={url} if not the default):");
+    if url == hearth_scheduler::wire::DEFAULT_SCHEDULER_URL {
+        println!("Try it, in another shell:");
+    } else {
+        println!("Try it, in another shell, with HEARTH_SCHEDULER={url}:");
+    }
     println!("  hearth job create devcluster/root/devel/hello {EXAMPLE_JOB}");
     println!("  hearth job status devcluster/root/devel/hello");
     println!("  hearth host status");

@@ -5,6 +5,19 @@
 //! These need root, cgroups, `ip` and `nsenter`; they skip without them, and fail instead under
 //! `HEARTH_REQUIRE_CGROUPS=1` (as CI runs). Timeouts and delays are made small with the
 //! scheduler's flags; every wait is a condition with a deadline.
+//!
+//! | issue 10 "Must show" | test |
+//! |---|---|
+//! | a service of 3 reaches RUNNING across two agents | `a_service_of_three_instances_reaches_running_across_two_agents` |
+//! | a task whose process exits is replaced by one that reaches RUNNING | `a_task_whose_process_exits_is_replaced_by_a_new_task_that_runs` |
+//! | a service that keeps dying is THROTTLED with the documented delays | `a_service_that_keeps_dying_is_throttled_with_doubling_delays` |
+//! | `job kill`: every instance KILLED, nothing left in any task cgroup | `job_kill_makes_every_instance_killed_and_empties_the_task_cgroups` |
+//! | scheduler `kill -9` + restart keeps every job and task | `a_scheduler_killed_mid_run_and_restarted_keeps_every_job_and_task` |
+//! | agent `kill -9` + restart: tasks keep running, re-adopted | `an_agent_killed_and_restarted_keeps_its_tasks_running_and_readopts_them` |
+//! | a cut link: LOST, replaced on the other agent, stale one killed on return | `a_cut_agent_loses_its_tasks_to_the_other_and_kills_the_stale_one_when_back` |
+//! | `host drain` moves tasks off | `host_drain_moves_the_tasks_off_the_host` |
+//! | a restored backup kills nothing before `reconcile --confirm` | `a_restored_backup_brings_the_jobs_back_and_kills_nothing_before_reconcile_confirm` |
+//! | wrong password → 401, missing permission → 403 | `a_wrong_password_is_401_and_a_missing_permission_is_403` |
 #![allow(clippy::unwrap_used)]
 
 mod common;
