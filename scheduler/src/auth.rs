@@ -101,14 +101,26 @@ pub struct SecurityFileError {
     pub problems: Vec<String>,
 }
 
-/// Users and roles.
-#[derive(Debug)]
+/// Users and roles. Its `Debug` shows user and role names, never a secret.
 pub struct Security {
     users: HashMap<String, User>,
     roles: HashMap<String, Vec<Permission>>,
     /// Credentials verified before: user -> the exact header bytes (memory only), so argon2
     /// runs once per password and not on every request.
     verified: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl fmt::Debug for Security {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut users: Vec<&String> = self.users.keys().collect();
+        users.sort();
+        let mut roles: Vec<&String> = self.roles.keys().collect();
+        roles.sort();
+        f.debug_struct("Security")
+            .field("users", &users)
+            .field("roles", &roles)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The outcome of checking a request's credentials.
@@ -454,6 +466,23 @@ mod tests {
         for want in ["line 2", "role ghost", "line 4", "[weird]"] {
             assert!(text.contains(want), "{want} missing from {text}");
         }
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let h = hash("s3cret").unwrap();
+        let s = Security::parse(
+            &format!("[users]\nalice = {h}, admin\n[roles]\nadmin = *\n"),
+            false,
+        )
+        .unwrap();
+        s.authenticate(Some(&basic("alice", "s3cret"))).unwrap();
+        let text = format!("{s:?}");
+        assert!(text.contains("alice"), "{text}");
+        assert!(
+            !text.contains("argon2") && !text.contains("Basic"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -224,8 +224,17 @@ mod tests {
     }
 
     impl Storage for Failing {
-        fn load(&mut self) -> Result<Snapshot, StorageError> {
+        fn load_base(&mut self) -> Result<Snapshot, StorageError> {
             Ok(Snapshot::default())
+        }
+        fn count_tasks(&mut self) -> Result<usize, StorageError> {
+            Ok(0)
+        }
+        fn load_tasks(
+            &mut self,
+            _: &mut dyn FnMut(crate::model::Task),
+        ) -> Result<(), StorageError> {
+            Ok(())
         }
         fn commit(&mut self, _: &Batch<'_>) -> Result<(), StorageError> {
             if self.ok == 0 {

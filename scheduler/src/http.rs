@@ -41,8 +41,8 @@ pub struct Backups {
     pub kept: usize,
 }
 
-/// What handlers share.
-#[derive(Debug, Clone)]
+/// What handlers share. Its `Debug` never shows the agent tokens.
+#[derive(Clone)]
 pub struct AppState {
     pub core: CoreHandle,
     pub security: Option<Arc<Security>>,
@@ -52,6 +52,21 @@ pub struct AppState {
     pub backups: Arc<Backups>,
     /// Becomes true when the server shuts down: held long-polls answer at once.
     pub shutting_down: tokio::sync::watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("security", &self.security.is_some())
+            .field(
+                "agent_tokens",
+                &format_args!("<{} redacted>", self.agent_tokens.len()),
+            )
+            .field("auth_reads", &self.auth_reads)
+            .field("agent_timeout", &self.agent_timeout)
+            .field("backups", &self.backups)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An error answer.
@@ -543,7 +558,7 @@ pub async fn status(
 /// `GET /metrics`: Prometheus text.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 pub async fn metrics(State(st): State<AppState>) -> Result<Response, Failure> {
-    let (counts, stats, hosts, jobs, hold) = st
+    let (counts, stats, hosts, jobs, hold, polls) = st
         .core
         .call(|s, now| {
             let hosts: Vec<(bool, &'static str)> = s
@@ -567,6 +582,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, Failure> {
                 hosts,
                 s.jobs.len(),
                 s.hold,
+                s.long_polls(None),
             )
         })
         .await?;
@@ -613,6 +629,12 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, Failure> {
     );
     let _ = writeln!(out, "# TYPE hearth_scheduler_jobs gauge");
     let _ = writeln!(out, "hearth_scheduler_jobs {jobs}");
+    let _ = writeln!(
+        out,
+        "# HELP hearth_scheduler_agent_long_polls Agent syncs held waiting for orders."
+    );
+    let _ = writeln!(out, "# TYPE hearth_scheduler_agent_long_polls gauge");
+    let _ = writeln!(out, "hearth_scheduler_agent_long_polls {polls}");
     let _ = writeln!(out, "# TYPE hearth_scheduler_reconcile_hold gauge");
     let _ = writeln!(out, "hearth_scheduler_reconcile_hold {}", u8::from(hold));
     let _ = writeln!(

@@ -21,8 +21,9 @@ use crate::state::State;
 use crate::storage::{self, DB_FILE, SqliteStorage, StorageError};
 use crate::wire::BackupInfo;
 
-/// Everything `hearth scheduler` is started with.
-#[derive(Debug, Clone)]
+/// Everything `hearth scheduler` is started with. Its `Debug` shows how many agent tokens there
+/// are, never the tokens.
+#[derive(Clone)]
 pub struct SchedulerConfig {
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
@@ -46,6 +47,35 @@ pub struct SchedulerConfig {
     pub backups_kept: usize,
     pub placement_retry_initial: Duration,
     pub placement_retry_max: Duration,
+}
+
+impl std::fmt::Debug for SchedulerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerConfig")
+            .field("bind", &self.bind)
+            .field("data_dir", &self.data_dir)
+            .field("backup_dir", &self.backup_dir)
+            .field("security_ini", &self.security_ini)
+            .field("auth_reads", &self.auth_reads)
+            .field("allow_plaintext_passwords", &self.allow_plaintext_passwords)
+            .field(
+                "agent_tokens",
+                &format_args!("<{} redacted>", self.agent_tokens.len()),
+            )
+            .field("cluster", &self.cluster)
+            .field("agent_timeout", &self.agent_timeout)
+            .field("transient_timeout", &self.transient_timeout)
+            .field("flapping_threshold", &self.flapping_threshold)
+            .field("initial_flapping_delay", &self.initial_flapping_delay)
+            .field("max_flapping_delay", &self.max_flapping_delay)
+            .field("kill_retry_initial", &self.kill_retry_initial)
+            .field("kill_retry_max", &self.kill_retry_max)
+            .field("backup_interval", &self.backup_interval)
+            .field("backups_kept", &self.backups_kept)
+            .field("placement_retry_initial", &self.placement_retry_initial)
+            .field("placement_retry_max", &self.placement_retry_max)
+            .finish()
+    }
 }
 
 impl SchedulerConfig {
@@ -468,6 +498,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = restore(&dir.path().join("nope.db"), &dir.path().join("data")).unwrap_err();
         assert!(e.to_string().contains("nope.db"), "{e}");
+    }
+
+    #[test]
+    fn debug_never_shows_agent_tokens() {
+        let mut c = SchedulerConfig::new("127.0.0.1:1".parse().unwrap(), "/d".into());
+        c.agent_tokens = vec!["s3cr3t-token".into()];
+        let text = format!("{c:?}");
+        assert!(
+            !text.contains("s3cr3t-token") && text.contains("1 redacted"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -147,6 +147,10 @@ pub struct State {
     /// Kills of tasks agents have that the scheduler does not want, per host.
     pub strays: HashMap<String, BTreeMap<String, KillOrder>>,
     pending: BTreeSet<String>,
+    /// A task became PENDING since the last placement pass.
+    new_pending: bool,
+    /// The earliest retry time of the pending tasks left unplaced by the last pass.
+    next_retry_ms: i64,
     timed: BTreeSet<String>,
     next_config_id: i64,
     id_state: u64,
@@ -181,6 +185,8 @@ impl State {
             held: BTreeMap::new(),
             strays: HashMap::new(),
             pending: BTreeSet::new(),
+            new_pending: false,
+            next_retry_ms: i64::MAX,
             timed: BTreeSet::new(),
             next_config_id: 1,
             id_state: RandomState::new().hash_one(0x6865_6172_7468u64) | 1,
@@ -212,6 +218,24 @@ impl State {
         hosts: Vec<Host>,
         now: i64,
     ) {
+        self.load_base(meta, configs, jobs, hosts, now);
+        self.tasks.reserve(tasks.len());
+        let mut ended = Vec::new();
+        for t in tasks {
+            self.load_task(t, now, &mut ended);
+        }
+        self.load_done(ended);
+    }
+
+    /// Loading, first step: everything but the tasks.
+    pub fn load_base(
+        &mut self,
+        meta: Meta,
+        configs: Vec<(i64, JobKey, serde_json::Value)>,
+        jobs: Vec<(JobSpec, i64, i64)>,
+        hosts: Vec<Host>,
+        now: i64,
+    ) {
         self.epoch = meta.epoch;
         self.hold = meta.hold;
         self.next_config_id = meta.next_config_id.max(1);
@@ -238,47 +262,57 @@ impl State {
             );
         }
         for mut h in hosts {
+            // A restarted scheduler gives every host a full agent timeout to sync.
             h.last_seen_ms = now;
             h.alive = true;
             self.hosts.insert(h.name.clone(), h);
         }
-        let mut ended: Vec<(i64, String, Arc<JobKey>)> = Vec::new();
-        self.tasks.reserve(tasks.len());
-        for mut t in tasks {
-            let id = t.id.clone();
-            if let Some(job) = self.jobs.get_mut(t.job.as_ref()) {
-                if t.is_active() {
-                    job.active.insert(t.instance, id.clone());
-                    if let Some(h) = t.host.as_ref().and_then(|h| self.hosts.get_mut(h)) {
-                        h.attach(&t, &job.spec.resources);
-                    }
-                } else {
-                    ended.push((t.last_event_ms(), id.clone(), t.job.clone()));
+    }
+
+    /// Loading, second step: one task (`ended` collects the ended ones for [`State::load_done`]).
+    pub fn load_task(
+        &mut self,
+        mut t: Task,
+        now: i64,
+        ended: &mut Vec<(i64, String, Arc<JobKey>)>,
+    ) {
+        let id = t.id.clone();
+        if let Some(job) = self.jobs.get_mut(t.job.as_ref()) {
+            if t.is_active() {
+                job.active.insert(t.instance, id.clone());
+                if let Some(h) = t.host.as_ref().and_then(|h| self.hosts.get_mut(h)) {
+                    h.attach(&t, &job.spec.resources);
                 }
-            }
-            // Kills not confirmed before the restart are sent again at once.
-            if matches!(
-                t.state,
-                ScheduleStatus::Killing
-                    | ScheduleStatus::Restarting
-                    | ScheduleStatus::Draining
-                    | ScheduleStatus::Preempting
-            ) {
-                t.kill = Some(KillOrder {
-                    next_ms: now,
-                    backoff_ms: 0,
-                    epoch: 0,
-                });
-            }
-            let indexed = t.state == ScheduleStatus::Pending
-                || t.state == ScheduleStatus::Throttled
-                || lifecycle::is_transient(t.state)
-                || t.kill.is_some();
-            self.tasks.insert(id.clone(), t);
-            if indexed {
-                self.reindex(&id);
+            } else {
+                ended.push((t.last_event_ms(), id.clone(), t.job.clone()));
             }
         }
+        // Kills not confirmed before the restart are sent again at once.
+        if matches!(
+            t.state,
+            ScheduleStatus::Killing
+                | ScheduleStatus::Restarting
+                | ScheduleStatus::Draining
+                | ScheduleStatus::Preempting
+        ) {
+            t.kill = Some(KillOrder {
+                next_ms: now,
+                backoff_ms: 0,
+                epoch: 0,
+            });
+        }
+        let indexed = t.state == ScheduleStatus::Pending
+            || t.state == ScheduleStatus::Throttled
+            || lifecycle::is_transient(t.state)
+            || t.kill.is_some();
+        self.tasks.insert(id.clone(), t);
+        if indexed {
+            self.reindex(&id);
+        }
+    }
+
+    /// Loading, last step: the ended tasks in the order they ended.
+    pub fn load_done(&mut self, mut ended: Vec<(i64, String, Arc<JobKey>)>) {
         ended.sort();
         for (_, id, job) in ended {
             if let Some(j) = self.jobs.get_mut(job.as_ref()) {
@@ -317,7 +351,9 @@ impl State {
             return;
         };
         if t.state == ScheduleStatus::Pending {
-            self.pending.insert(id.to_owned());
+            if self.pending.insert(id.to_owned()) {
+                self.new_pending = true;
+            }
         } else {
             self.pending.remove(id);
         }
@@ -798,6 +834,23 @@ impl State {
             h.ports = sync.ports;
             h.attributes = sync.attributes.clone();
             self.dirty.hosts.insert(name.clone());
+            let details = format!(
+                "agent {}: cpu {}, ram {} B, disk {} B, ports {}-{}, attributes {:?}",
+                sync.agent_id,
+                sync.resources.cpu,
+                sync.resources.ram,
+                sync.resources.disk,
+                sync.ports.first,
+                sync.ports.last,
+                sync.attributes
+            );
+            self.dirty.audit.push(AuditRecord {
+                timestamp_ms: now,
+                user: format!("agent:{name}"),
+                action: "registerAgent".to_owned(),
+                target: name.clone(),
+                details,
+            });
         }
         h.last_seen_ms = now;
         h.alive = true;
@@ -1148,8 +1201,15 @@ impl State {
     /// Place every PENDING task whose retry time has come.
     pub fn place_pending(&mut self, now: i64) {
         if self.pending.is_empty() {
+            self.capacity_changed = false;
             return;
         }
+        // Nothing new, nothing due: no pass (keeps batches cheap with many unplaceable tasks).
+        if !self.new_pending && !self.capacity_changed && now < self.next_retry_ms {
+            return;
+        }
+        self.new_pending = false;
+        self.next_retry_ms = i64::MAX;
         let ids: Vec<String> = self.pending.iter().cloned().collect();
         let retry_all = std::mem::take(&mut self.capacity_changed);
         // Within one pass, a job whose task did not fit makes its other tasks wait too.
@@ -1159,7 +1219,11 @@ impl State {
             let Some(t) = self.tasks.get(&id) else {
                 continue;
             };
-            if !retry_all && t.placement_retry.is_some_and(|(at, _)| at > now) {
+            if !retry_all
+                && let Some((at, _)) = t.placement_retry
+                && at > now
+            {
+                self.next_retry_ms = self.next_retry_ms.min(at);
                 continue;
             }
             let key = (*t.job).clone();
@@ -1176,6 +1240,9 @@ impl State {
                     failed.insert(key, reason.clone());
                     if let Some(t) = self.tasks.get_mut(&id) {
                         lifecycle::placement_failed(t, reason, now, &cfg);
+                        if let Some((at, _)) = t.placement_retry {
+                            self.next_retry_ms = self.next_retry_ms.min(at);
+                        }
                     }
                 }
                 Ok(p) => {
@@ -1346,6 +1413,14 @@ impl State {
             .collect()
     }
 
+    /// Agent syncs held waiting for orders (all hosts, or one).
+    pub fn long_polls(&self, host: Option<&str>) -> usize {
+        match host {
+            Some(h) => self.watches.get(h).map_or(0, |tx| tx.receiver_count()),
+            None => self.watches.values().map(|tx| tx.receiver_count()).sum(),
+        }
+    }
+
     /// Active tasks by state, for `/metrics`.
     pub fn task_counts(&self) -> BTreeMap<&'static str, u64> {
         let mut out = BTreeMap::new();
@@ -1383,6 +1458,37 @@ impl State {
         }
         if let Some(((k, i), n)) = per_instance.iter().find(|(_, n)| **n > 1) {
             return Err(format!("{n} active tasks for {k} instance {i}"));
+        }
+        // Hosts count exactly their active tasks, and what those hold.
+        for h in self.hosts.values() {
+            let mut ram = 0u64;
+            let mut ports = 0usize;
+            for id in &h.tasks {
+                let t = self
+                    .tasks
+                    .get(id)
+                    .ok_or_else(|| format!("host {} counts unknown task {id}", h.name))?;
+                if !t.is_active() || t.host.as_deref() != Some(h.name.as_str()) {
+                    return Err(format!(
+                        "host {} counts task {id} ({})",
+                        h.name,
+                        t.state.name()
+                    ));
+                }
+                ram += self
+                    .jobs
+                    .get(t.job.as_ref())
+                    .map_or(0, |j| j.spec.resources.ram);
+                ports += t.ports.0.len();
+            }
+            if ram != h.used.ram || ports != h.ports_used.len() {
+                return Err(format!(
+                    "host {}: used ram {} / ports {} but its tasks hold {ram} / {ports}",
+                    h.name,
+                    h.used.ram,
+                    h.ports_used.len()
+                ));
+            }
         }
         Ok(())
     }

@@ -488,6 +488,17 @@ enum Ev {
         host: usize,
         report_all: bool,
     },
+    /// The agent reports one of its tasks ended (its executor's report was lost).
+    SyncEnded {
+        host: usize,
+        pick: usize,
+        state: ScheduleStatus,
+    },
+    /// A (late) report for any task ever seen, dead ones included.
+    ReportAny {
+        pick: usize,
+        state: ScheduleStatus,
+    },
     Tick {
         advance_ms: i64,
     },
@@ -504,6 +515,10 @@ fn ev() -> impl Strategy<Value = Ev> {
         1 => Just(Ev::Drain),
         1 => Just(Ev::Activate),
         2 => (0usize..2, any::<bool>()).prop_map(|(host, report_all)| Ev::Sync { host, report_all }),
+        1 => (0usize..2, any::<usize>(), prop::sample::select(vec![Finished, Failed, Killed, Lost]))
+            .prop_map(|(host, pick, state)| Ev::SyncEnded { host, pick, state }),
+        1 => (any::<usize>(), prop::sample::select(vec![Starting, Running, Finished, Killed]))
+            .prop_map(|(pick, state)| Ev::ReportAny { pick, state }),
         2 => (0i64..120_000).prop_map(|advance_ms| Ev::Tick { advance_ms }),
     ]
 }
@@ -546,6 +561,29 @@ proptest! {
                     };
                     let acked = s.epoch;
                     orders(&mut s, &name, &reported, acked, now);
+                }
+                Ev::SyncEnded { host, pick, state } => {
+                    let name = format!("h{host}");
+                    let ids: Vec<String> = s.hosts[&name].tasks.iter().cloned().collect();
+                    if !ids.is_empty() {
+                        let ended = ids[pick % ids.len()].clone();
+                        let reported: Vec<(&str, bool, Option<ScheduleStatus>)> = ids
+                            .iter()
+                            .map(|i| if *i == ended { (i.as_str(), false, Some(state)) } else { (i.as_str(), true, None) })
+                            .collect();
+                        let acked = s.epoch;
+                        orders(&mut s, &name, &reported, acked, now);
+                    }
+                }
+                Ev::ReportAny { pick, state } => {
+                    let mut all: Vec<String> = s.tasks.keys().cloned().collect();
+                    all.sort();
+                    if !all.is_empty() {
+                        let id = all[pick % all.len()].clone();
+                        let seq = seqs.entry(id.clone()).or_insert(0);
+                        *seq += 1;
+                        s.status_update(&update(&id, *seq, state), now);
+                    }
                 }
                 Ev::Tick { advance_ms } => {
                     now += advance_ms;

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -121,8 +122,20 @@ impl Batch<'_> {
 
 /// Where the scheduler's state lives.
 pub trait Storage: Send {
-    /// Everything stored.
-    fn load(&mut self) -> Result<Snapshot, StorageError>;
+    /// Everything stored but the tasks.
+    fn load_base(&mut self) -> Result<Snapshot, StorageError>;
+    /// How many tasks are stored (to size the model before loading them).
+    fn count_tasks(&mut self) -> Result<usize, StorageError>;
+    /// Every task, one at a time, so that no list of them all is built.
+    fn load_tasks(&mut self, each: &mut dyn FnMut(Task)) -> Result<(), StorageError>;
+    /// Everything stored, the tasks in [`Snapshot::tasks`].
+    fn load(&mut self) -> Result<Snapshot, StorageError> {
+        let mut snap = self.load_base()?;
+        let mut tasks = Vec::with_capacity(self.count_tasks()?);
+        self.load_tasks(&mut |t| tasks.push(t))?;
+        snap.tasks = tasks;
+        Ok(snap)
+    }
     /// Make `batch` durable, all of it or nothing.
     fn commit(&mut self, batch: &Batch<'_>) -> Result<(), StorageError>;
 }
@@ -156,9 +169,23 @@ CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL,
 ";
 
 fn state_from_name(name: &str) -> Option<ScheduleStatus> {
-    crate::lifecycle::ALL_STATES
-        .into_iter()
-        .find(|s| s.name() == name)
+    use ScheduleStatus::*;
+    Some(match name {
+        "PENDING" => Pending,
+        "ASSIGNED" => Assigned,
+        "STARTING" => Starting,
+        "RUNNING" => Running,
+        "FINISHED" => Finished,
+        "FAILED" => Failed,
+        "KILLING" => Killing,
+        "KILLED" => Killed,
+        "LOST" => Lost,
+        "RESTARTING" => Restarting,
+        "THROTTLED" => Throttled,
+        "DRAINING" => Draining,
+        "PREEMPTING" => Preempting,
+        _ => return None,
+    })
 }
 
 fn mode_name(m: HostMode) -> &'static str {
@@ -319,7 +346,7 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 }
 
 impl Storage for SqliteStorage {
-    fn load(&mut self) -> Result<Snapshot, StorageError> {
+    fn load_base(&mut self) -> Result<Snapshot, StorageError> {
         let mut snap = Snapshot::default();
         let err = self.err();
         let get_meta = |key: &str| -> Result<Option<String>, StorageError> {
@@ -368,11 +395,43 @@ impl Storage for SqliteStorage {
                     .push((spec, r.get(2).map_err(&err)?, r.get(3).map_err(&err)?));
             }
         }
+        {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT name, agent_id, mode, attributes, resources, ports FROM hosts")
+                .map_err(&err)?;
+            let mut rows = stmt.query([]).map_err(&err)?;
+            while let Some(r) = rows.next().map_err(&err)? {
+                let name: String = r.get(0).map_err(&err)?;
+                let mut h = Host::new(&name);
+                h.agent_id = r.get(1).map_err(&err)?;
+                let mode: String = r.get(2).map_err(&err)?;
+                h.mode = mode_from_name(&mode);
+                let a: String = r.get(3).map_err(&err)?;
+                h.attributes =
+                    serde_json::from_str(&a).map_err(|e| self.corrupt("host", &name, e))?;
+                let res: String = r.get(4).map_err(&err)?;
+                h.resources = serde_json::from_str::<ResourceVec>(&res)
+                    .map_err(|e| self.corrupt("host", &name, e))?;
+                let p: String = r.get(5).map_err(&err)?;
+                h.ports = serde_json::from_str::<PortRange>(&p)
+                    .map_err(|e| self.corrupt("host", &name, e))?;
+                snap.hosts.push(h);
+            }
+        }
+        Ok(snap)
+    }
+
+    fn count_tasks(&mut self) -> Result<usize, StorageError> {
         let count: i64 = self
             .conn
             .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
-            .map_err(&err)?;
-        snap.tasks.reserve(count.max(0) as usize);
+            .map_err(self.err())?;
+        Ok(count.max(0) as usize)
+    }
+
+    fn load_tasks(&mut self, each: &mut dyn FnMut(Task)) -> Result<(), StorageError> {
+        let err = self.err();
         {
             let mut stmt = self
                 .conn
@@ -383,7 +442,8 @@ impl Storage for SqliteStorage {
                 )
                 .map_err(&err)?;
             let mut rows = stmt.query([]).map_err(&err)?;
-            let mut jobs: BTreeMap<String, std::sync::Arc<JobKey>> = BTreeMap::new();
+            let mut jobs: BTreeMap<String, Arc<JobKey>> = BTreeMap::new();
+            let mut last: Option<(String, Arc<JobKey>)> = None;
             while let Some(r) = rows.next().map_err(&err)? {
                 let id: String = r.get(0).map_err(&err)?;
                 let text = |i: usize| -> Result<&str, StorageError> {
@@ -393,13 +453,21 @@ impl Storage for SqliteStorage {
                         .map_err(|e| self.corrupt("task", &id, e))
                 };
                 let job_text = text(1)?;
-                let job = match jobs.get(job_text) {
-                    Some(k) => k.clone(),
-                    None => {
-                        let k: JobKey =
-                            job_text.parse().map_err(|e| self.corrupt("task", &id, e))?;
-                        let k = std::sync::Arc::new(k);
-                        jobs.insert(job_text.to_owned(), k.clone());
+                let job = match &last {
+                    // Rows of one job usually follow each other.
+                    Some((text, k)) if text == job_text => k.clone(),
+                    _ => {
+                        let k = match jobs.get(job_text) {
+                            Some(k) => k.clone(),
+                            None => {
+                                let k: JobKey =
+                                    job_text.parse().map_err(|e| self.corrupt("task", &id, e))?;
+                                let k = Arc::new(k);
+                                jobs.insert(job_text.to_owned(), k.clone());
+                                k
+                            }
+                        };
+                        last = Some((job_text.to_owned(), k.clone()));
                         k
                     }
                 };
@@ -427,7 +495,7 @@ impl Storage for SqliteStorage {
                 }
                 let last_seq: Option<i64> = r.get(12).map_err(&err)?;
                 let epoch: i64 = r.get(13).map_err(&err)?;
-                snap.tasks.push(Task {
+                each(Task {
                     id,
                     job,
                     config_id: r.get(2).map_err(&err)?,
@@ -448,31 +516,7 @@ impl Storage for SqliteStorage {
                 });
             }
         }
-        {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT name, agent_id, mode, attributes, resources, ports FROM hosts")
-                .map_err(&err)?;
-            let mut rows = stmt.query([]).map_err(&err)?;
-            while let Some(r) = rows.next().map_err(&err)? {
-                let name: String = r.get(0).map_err(&err)?;
-                let mut h = Host::new(&name);
-                h.agent_id = r.get(1).map_err(&err)?;
-                let mode: String = r.get(2).map_err(&err)?;
-                h.mode = mode_from_name(&mode);
-                let a: String = r.get(3).map_err(&err)?;
-                h.attributes =
-                    serde_json::from_str(&a).map_err(|e| self.corrupt("host", &name, e))?;
-                let res: String = r.get(4).map_err(&err)?;
-                h.resources = serde_json::from_str::<ResourceVec>(&res)
-                    .map_err(|e| self.corrupt("host", &name, e))?;
-                let p: String = r.get(5).map_err(&err)?;
-                h.ports = serde_json::from_str::<PortRange>(&p)
-                    .map_err(|e| self.corrupt("host", &name, e))?;
-                snap.hosts.push(h);
-            }
-        }
-        Ok(snap)
+        Ok(())
     }
 
     fn commit(&mut self, batch: &Batch<'_>) -> Result<(), StorageError> {
@@ -644,17 +688,45 @@ pub fn load_state(
     state: &mut State,
     now: i64,
 ) -> Result<(), StorageError> {
-    let snap = storage.load()?;
-    state.load(
-        snap.meta,
-        snap.configs,
-        snap.jobs,
-        snap.tasks,
-        snap.hosts,
-        now,
-    );
+    let snap = storage.load_base()?;
+    state.load_base(snap.meta, snap.configs, snap.jobs, snap.hosts, now);
+    let mut ended = Vec::new();
+    let n = storage.count_tasks()?;
+    state.tasks.reserve(n);
+    // Reading and decoding rows on one thread, building the model on this one: a restart with
+    // many tasks uses both cores.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Task>>(64);
+    let read = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut chunk = Vec::with_capacity(LOAD_CHUNK);
+            let r = storage.load_tasks(&mut |t| {
+                chunk.push(t);
+                if chunk.len() == LOAD_CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
+                    // The receiver only goes away if this thread's caller panicked.
+                    let _ = tx.send(full);
+                }
+            });
+            let _ = tx.send(chunk);
+            r
+        });
+        for chunk in rx {
+            for t in chunk {
+                state.load_task(t, now, &mut ended);
+            }
+        }
+        reader.join()
+    });
+    match read {
+        Ok(r) => r?,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+    state.load_done(ended);
     Ok(())
 }
+
+/// Tasks handed from the reading thread to the building one at a time.
+const LOAD_CHUNK: usize = 512;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -202,7 +202,20 @@ async fn create_place_launch_run_kill_drain_and_survive_a_restart() {
             async move { call(&router, "POST", "/api/v1/agents/sync", Some(body), None).await },
         )
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while started
+        .core
+        .call(|s, _| s.long_polls(Some("h1")))
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sync never waited"
+        );
+        tokio::task::yield_now().await;
+    }
     let r = call(
         &router,
         "POST",
@@ -238,8 +251,12 @@ async fn create_place_launch_run_kill_drain_and_survive_a_restart() {
         .iter()
         .map(|a| a["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, vec!["drainHosts", "killTasks", "createJob"]);
+    assert_eq!(
+        actions,
+        vec!["drainHosts", "killTasks", "createJob", "registerAgent"]
+    );
     assert_eq!(audit[0]["user"], "anonymous");
+    assert_eq!(audit[3]["user"], "agent:h1");
 
     stop(started, router).await;
 
@@ -462,7 +479,13 @@ async fn auth_401_403_tokens_and_reads() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let audit = call(&router, "GET", "/api/v1/audit", None, None).await.body;
-    assert_eq!(audit[0]["user"], "root");
+    let created = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "createJob")
+        .unwrap();
+    assert_eq!(created["user"], "root");
     stop(started, router).await;
 
     let mut c = cfg(dir.path());
@@ -652,7 +675,17 @@ async fn serve_answers_on_its_socket_and_shutdown_ends_held_long_polls() {
     assert_eq!(body, "OK");
     let body = sync("h1", json!([]), 0, 20_000).to_string();
     let held = tokio::spawn(async move { raw(port, "POST", "/api/v1/agents/sync", &body).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Wait until the scheduler holds the sync.
+    loop {
+        let (_, m) = raw(port, "GET", "/metrics", "").await;
+        if m.contains("hearth_scheduler_agent_long_polls 1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sync never waited: {m}"
+        );
+    }
     let began = tokio::time::Instant::now();
     stop_tx.send(()).unwrap();
     let (status, _) = tokio::time::timeout(Duration::from_secs(10), held)
