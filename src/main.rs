@@ -1,5 +1,19 @@
 //! `hearth`: the one command-line entry point. It parses arguments and dispatches to the crates;
-//! the work itself lives in `checkpoints`, `executor`, `observer` and `scheduler`.
+//! the work itself lives in `checkpoints`, `executor`, `observer`, `scheduler` and `agent`.
+//!
+//! The executor-side commands (`run`, `kill`, `tail`, ...) are here; the scheduler, agent and
+//! client commands live in their own modules: [`sched_cmd`], [`agent_cmd`], [`job`], [`host`],
+//! [`dev`], over the scheduler's HTTP client [`client`].
+
+mod agent_cmd;
+mod args;
+mod client;
+mod dev;
+mod host;
+mod job;
+mod output;
+mod sched_cmd;
+mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,6 +97,10 @@ enum Command {
         /// (`http://host:port`); undelivered ones are re-sent after a restart.
         #[arg(long)]
         scheduler: Option<String>,
+        /// Send `Authorization: Bearer <first line of this file>` with status reports (the
+        /// agent's token, when the scheduler has agent tokens).
+        #[arg(long, requires = "scheduler")]
+        scheduler_token_file: Option<PathBuf>,
     },
     /// Tear a running task down and wait until it has ended; prints its final state.
     ///
@@ -185,6 +203,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the scheduler (`--bind ADDR --data DIR`), or manage it: backups, restore, reconcile,
+    /// password hashes.
+    #[command(verbatim_doc_comment)]
+    Scheduler(sched_cmd::SchedulerArgs),
+    /// Run a host's agent: it registers with the scheduler and runs the tasks it is given.
+    Agent(agent_cmd::AgentArgs),
+    /// Create, watch, kill, restart, list and compare jobs on the scheduler.
+    Job {
+        #[command(subcommand)]
+        command: job::JobCommand,
+    },
+    /// Drain, activate and list the agents' hosts.
+    Host {
+        #[command(subcommand)]
+        command: host::HostCommand,
+    },
+    /// A scheduler, a local agent and the observer in one command, to try the whole system.
+    Dev(dev::DevArgs),
 }
 
 fn main() -> ExitCode {
@@ -206,23 +242,30 @@ fn main() -> ExitCode {
             cgroup_parent,
             no_cgroups,
             scheduler,
-        } => ExitCode::from(hearth_executor::run(&hearth_executor::RunOptions {
-            config,
-            root,
-            sandbox,
-            task_id,
-            ports,
-            instance,
-            hostname,
-            user,
-            no_setuid,
-            json,
-            force,
-            cgroup_parent: Some(cgroup_parent),
-            no_cgroups,
-            scheduler,
-            kill_on_start: false,
-        })),
+            scheduler_token_file,
+        } => {
+            let opts = hearth_executor::RunOptions {
+                config,
+                root,
+                sandbox,
+                task_id,
+                ports,
+                instance,
+                hostname,
+                user,
+                no_setuid,
+                json,
+                force,
+                cgroup_parent: Some(cgroup_parent),
+                no_cgroups,
+                scheduler,
+                kill_on_start: false,
+            };
+            ExitCode::from(hearth_executor::run_with_token_file(
+                &opts,
+                scheduler_token_file.as_deref(),
+            ))
+        }
         Command::Snooze {
             task_id,
             root,
@@ -253,6 +296,11 @@ fn main() -> ExitCode {
         }
         Command::Inspect { target, root, json } => inspect(&target, root.as_deref(), json),
         Command::Status { regex, root, json } => status(regex.as_ref(), root.as_deref(), json),
+        Command::Scheduler(args) => sched_cmd::run(args),
+        Command::Agent(args) => agent_cmd::run(args),
+        Command::Job { command } => job::run(command),
+        Command::Host { command } => host::run(command),
+        Command::Dev(args) => dev::run(args),
     }
 }
 
@@ -416,4 +464,15 @@ fn print_json(value: &serde_json::Value) {
 fn root_error(e: &RootError) -> ExitCode {
     eprintln!("hearth: {}", error_chain(e));
     ExitCode::from(if e.is_usage() { 2 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }
