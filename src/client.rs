@@ -187,11 +187,16 @@ impl Client {
         if !status.is_success() {
             return Err(self.error(status, path, &bytes));
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+        // Through a `Value`: some answers flatten a struct (`JobDetail`), and a flattened struct
+        // read straight from text loses its numbers when serde_json's `arbitrary_precision` is
+        // on (the `.aurora` evaluator's Starlark turns it on for the whole binary).
+        let decode = |e: serde_json::Error| ClientError::Decode {
             method: method.to_string(),
             path: path.to_owned(),
             reason: e.to_string(),
-        })
+        };
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(decode)?;
+        serde_json::from_value(value).map_err(decode)
     }
 
     /// One request; the status and body as they came.

@@ -24,6 +24,9 @@ pub enum JobCommand {
         /// The job config: an Aurora job JSON (what `hearth run` takes) with `instances`,
         /// `service`, `max_task_failures`, `production`, `tier`, `priority`, `constraints`.
         config: PathBuf,
+        /// For an `.aurora` config: bind a template variable, NAME=VALUE (repeatable).
+        #[arg(long = "bind")]
+        binds: Vec<String>,
         #[command(flatten)]
         connect: ConnectArgs,
         /// Print the scheduler's answer as JSON.
@@ -83,15 +86,25 @@ pub enum JobCommand {
     Diff {
         key: JobKey,
         config: PathBuf,
+        /// For an `.aurora` config: bind a template variable, NAME=VALUE (repeatable).
+        #[arg(long = "bind")]
+        binds: Vec<String>,
         #[command(flatten)]
         connect: ConnectArgs,
         /// Print both configs as JSON: {"scheduler": ..., "local": ..., "same": bool}.
         #[arg(long)]
         json: bool,
     },
-    /// Show the scheduler's view of a job: its settings and the config it runs.
+    /// Show a job: with CONFIG, the job KEY of that config file (`.aurora` or JSON) as Hearth
+    /// reads it, offline (`--json`: the Aurora job JSON that `hearth run` and `job create` take);
+    /// without, the scheduler's view: its settings and the config it runs.
     Inspect {
         key: JobKey,
+        /// A config file to read instead of asking the scheduler.
+        config: Option<PathBuf>,
+        /// For an `.aurora` config: bind a template variable, NAME=VALUE (repeatable).
+        #[arg(long = "bind")]
+        binds: Vec<String>,
         #[command(flatten)]
         connect: ConnectArgs,
         #[arg(long)]
@@ -116,10 +129,11 @@ fn dispatch(cmd: JobCommand) -> anyhow::Result<ExitCode> {
         JobCommand::Diff {
             key,
             config,
+            binds,
             connect,
             json,
         } => {
-            let same = diff(&key, &config, &connect, json)?;
+            let same = diff(&key, &config, &binds, &connect, json)?;
             return Ok(if same {
                 ExitCode::SUCCESS
             } else {
@@ -129,9 +143,10 @@ fn dispatch(cmd: JobCommand) -> anyhow::Result<ExitCode> {
         JobCommand::Create {
             key,
             config,
+            binds,
             connect,
             json,
-        } => create(&key, &config, &connect, json),
+        } => create(&key, &config, &binds, &connect, json),
         JobCommand::Status { key, connect, json } => status(&key, &connect, json),
         JobCommand::Kill {
             key,
@@ -174,29 +189,48 @@ fn dispatch(cmd: JobCommand) -> anyhow::Result<ExitCode> {
             connect,
             json,
         } => list(role.as_deref(), &connect, json),
-        JobCommand::Inspect { key, connect, json } => inspect(&key, &connect, json),
+        JobCommand::Inspect {
+            key,
+            config: Some(path),
+            binds,
+            json,
+            ..
+        } => inspect_file(&key, &path, &binds, json),
+        JobCommand::Inspect {
+            key,
+            config: None,
+            connect,
+            json,
+            ..
+        } => inspect(&key, &connect, json),
     };
     done.map(|()| ExitCode::SUCCESS)
 }
 
-/// Read a job config. Only JSON for now; `.aurora` files get their own loader here.
-pub fn load_job_config(path: &Path) -> anyhow::Result<Value> {
-    if path.extension().is_some_and(|e| e == "aurora") {
-        return Err(UsageError(format!(
-            "{}: .aurora files are not supported yet: give the job as JSON (an Aurora job JSON, \
-             as `hearth run` takes)",
-            path.display()
-        ))
-        .into());
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| UsageError(format!("cannot read job config {}: {e}", path.display())))?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| {
-        UsageError(format!(
-            "job config {} is not valid JSON: {e}",
-            path.display()
-        ))
-    })?;
+/// Read the job `key` from a config: an Aurora job JSON, or an `.aurora` file evaluated with
+/// `binds` (`--bind NAME=VALUE`). The task part is validated as `hearth run` would.
+pub fn load_job_config(path: &Path, key: &JobKey, binds: &[String]) -> anyhow::Result<Value> {
+    let value = if hearth_aurora::is_aurora_file(path) {
+        crate::aurora_cmd::job_json(path, &key.to_string(), binds)
+            .map_err(|e| UsageError(e.to_string()))?
+    } else {
+        if !binds.is_empty() {
+            return Err(UsageError(format!(
+                "{}: --bind applies to .aurora configs only; a JSON config has no templates \
+                 to bind",
+                path.display()
+            ))
+            .into());
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("cannot read job config {}: {e}", path.display())))?;
+        serde_json::from_str(&text).map_err(|e| {
+            UsageError(format!(
+                "job config {} is not valid JSON: {e}",
+                path.display()
+            ))
+        })?
+    };
     if !value.is_object() {
         return Err(UsageError(format!(
             "job config {} must be a JSON object (an Aurora job)",
@@ -204,7 +238,7 @@ pub fn load_job_config(path: &Path) -> anyhow::Result<Value> {
         ))
         .into());
     }
-    if let Err(errors) = hearth_checkpoints::config::parse(&text) {
+    if let Err(errors) = hearth_checkpoints::config::parse(&value.to_string()) {
         return Err(UsageError(format!(
             "{}: invalid task config:\n{errors}",
             path.display()
@@ -212,6 +246,27 @@ pub fn load_job_config(path: &Path) -> anyhow::Result<Value> {
         .into());
     }
     Ok(value)
+}
+
+/// `job inspect KEY CONFIG`: the job as read from a file, without a scheduler.
+fn inspect_file(key: &JobKey, path: &Path, binds: &[String], json: bool) -> anyhow::Result<()> {
+    if hearth_aurora::is_aurora_file(path) {
+        let value = crate::aurora_cmd::job_json(path, &key.to_string(), binds)
+            .map_err(|e| UsageError(e.to_string()))?;
+        if json {
+            return output::print_json(&value);
+        }
+        print!("{}", hearth_aurora::render_inspect(&value));
+        return Ok(());
+    }
+    let mut value = load_job_config(path, key, binds)?;
+    bind_key(&mut value, key, path)?;
+    if json {
+        output::print_json(&value)
+    } else {
+        print!("{}", hearth_aurora::render_inspect(&value));
+        Ok(())
+    }
 }
 
 /// Make the config name the job `key`: fill in the parts it lacks, refuse ones that differ.
@@ -307,8 +362,14 @@ fn inspect(key: &JobKey, connect: &ConnectArgs, json: bool) -> anyhow::Result<()
     Ok(())
 }
 
-fn create(key: &JobKey, path: &Path, connect: &ConnectArgs, json: bool) -> anyhow::Result<()> {
-    let mut config = load_job_config(path)?;
+fn create(
+    key: &JobKey,
+    path: &Path,
+    binds: &[String],
+    connect: &ConnectArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut config = load_job_config(path, key, binds)?;
     bind_key(&mut config, key, path)?;
     let client = Client::connect(connect)?;
     let summary = client
@@ -540,8 +601,14 @@ fn counts(c: &std::collections::BTreeMap<String, u32>) -> String {
 }
 
 /// Print the differences; true when there are none.
-fn diff(key: &JobKey, path: &Path, connect: &ConnectArgs, json: bool) -> anyhow::Result<bool> {
-    let mut local = load_job_config(path)?;
+fn diff(
+    key: &JobKey,
+    path: &Path,
+    binds: &[String],
+    connect: &ConnectArgs,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let mut local = load_job_config(path, key, binds)?;
     bind_key(&mut local, key, path)?;
     let client = Client::connect(connect)?;
     let detail = client.job(key).with_context(|| format!("job diff {key}"))?;
@@ -686,9 +753,13 @@ mod tests {
     }
 
     #[test]
-    fn aurora_files_are_refused_with_a_hint() {
-        let e = load_job_config(Path::new("x.aurora")).unwrap_err();
-        assert!(e.to_string().contains("JSON"), "{e}");
+    fn a_bind_on_a_json_config_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, "{}").unwrap();
+        let key: JobKey = "west/root/test/hello".parse().unwrap();
+        let e = load_job_config(&path, &key, &["x=1".to_owned()]).unwrap_err();
+        assert!(e.to_string().contains("--bind"), "{e}");
         assert!(e.downcast_ref::<UsageError>().is_some());
     }
 

@@ -7,6 +7,7 @@
 
 mod agent_cmd;
 mod args;
+mod aurora_cmd;
 mod client;
 mod dev;
 mod host;
@@ -37,13 +38,20 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check a task config (Aurora job, MesosTaskInstance or Thermos task JSON) and print it
-    /// normalized, or every problem with its field path (exit 2).
+    /// normalized, or every problem with its field path (exit 2). An `.aurora` file: every job
+    /// it defines (or the one --job names) is evaluated and checked, one line each.
     Validate {
         /// Path to the config file.
         config: PathBuf,
-        /// Print the normalized task as JSON.
+        /// Print the normalized task as JSON (for an `.aurora` file: one result per job).
         #[arg(long)]
         json: bool,
+        /// For an `.aurora` file: check only this job, cluster/role/environment/name.
+        #[arg(long)]
+        job: Option<String>,
+        /// For an `.aurora` file: bind a template variable, NAME=VALUE (repeatable).
+        #[arg(long = "bind")]
+        binds: Vec<String>,
     },
     /// Run a task in the foreground until it ends: sandbox, cgroup, processes, checkpoint.
     ///
@@ -55,8 +63,15 @@ enum Command {
     /// 3 KILLED, 4 LOST (the executor could not go on).
     #[command(verbatim_doc_comment)]
     Run {
-        /// The task config (Aurora job, MesosTaskInstance or Thermos task JSON).
+        /// The task config (Aurora job, MesosTaskInstance or Thermos task JSON, or an `.aurora`
+        /// file with --job).
         config: PathBuf,
+        /// For an `.aurora` config: the job to run, cluster/role/environment/name.
+        #[arg(long)]
+        job: Option<String>,
+        /// For an `.aurora` config: bind a template variable, NAME=VALUE (repeatable).
+        #[arg(long = "bind")]
+        binds: Vec<String>,
         /// Checkpoint root [default: /var/run/hearth as root, else $XDG_RUNTIME_DIR/hearth].
         #[arg(long)]
         root: Option<PathBuf>,
@@ -226,9 +241,28 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { config, json } => validate(&config, json),
+        Command::Validate {
+            config,
+            json,
+            job,
+            binds,
+        } => {
+            if hearth_aurora::is_aurora_file(&config) {
+                aurora_cmd::validate(&config, job.as_deref(), &binds, json)
+            } else if job.is_some() || !binds.is_empty() {
+                eprintln!(
+                    "hearth: --job and --bind apply to .aurora configs; {} is JSON",
+                    config.display()
+                );
+                ExitCode::from(2)
+            } else {
+                validate(&config, json)
+            }
+        }
         Command::Run {
             config,
+            job,
+            binds,
             root,
             sandbox,
             task_id,
@@ -244,6 +278,15 @@ fn main() -> ExitCode {
             scheduler,
             scheduler_token_file,
         } => {
+            // An `.aurora` config is evaluated first; its job's JSON is what runs.
+            let materialized = match run_config(&config, job.as_deref(), &binds) {
+                Ok(m) => m,
+                Err(message) => {
+                    eprintln!("hearth: {message}");
+                    return ExitCode::from(2);
+                }
+            };
+            let config = materialized.as_ref().map_or(config, |m| m.path.clone());
             let opts = hearth_executor::RunOptions {
                 config,
                 root,
@@ -302,6 +345,34 @@ fn main() -> ExitCode {
         Command::Host { command } => host::run(command),
         Command::Dev(args) => dev::run(args),
     }
+}
+
+/// The JSON config `hearth run` runs: for an `.aurora` file, its job `--job` written to a
+/// temporary file (removed when the run ends); for JSON, nothing to do.
+fn run_config(
+    config: &std::path::Path,
+    job: Option<&str>,
+    binds: &[String],
+) -> Result<Option<aurora_cmd::Materialized>, String> {
+    if !hearth_aurora::is_aurora_file(config) {
+        if job.is_some() || !binds.is_empty() {
+            return Err(format!(
+                "--job and --bind apply to .aurora configs; {} is JSON",
+                config.display()
+            ));
+        }
+        return Ok(None);
+    }
+    let key = job.ok_or_else(|| {
+        let known = hearth_aurora::evaluate(config, &hearth_aurora::EvalOptions::default())
+            .map(|e| e.keys().join(", "))
+            .unwrap_or_default();
+        format!(
+            "{}: an .aurora config needs --job cluster/role/environment/name (it defines: {known})",
+            config.display()
+        )
+    })?;
+    aurora_cmd::Materialized::new(config, key, binds).map(Some)
 }
 
 fn validate(path: &std::path::Path, json: bool) -> ExitCode {

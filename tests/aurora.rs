@@ -149,3 +149,112 @@ fn included_definitions_and_command_line_binds_run() -> TestResult {
     assert_eq!(read(&sandbox.join("hello.out")), "hi there\n");
     Ok(())
 }
+
+// The command line: `.aurora` files straight to `hearth validate`, `hearth run --job` and
+// `hearth job inspect KEY FILE`.
+
+#[test]
+fn hearth_run_takes_an_aurora_file_and_a_job_key_with_binds() -> TestResult {
+    let env = Env::new();
+    let out = env.run(
+        &data("include_main.aurora"),
+        "cli-included",
+        &[
+            "--job",
+            "local/www-data/test/included",
+            "--bind",
+            "greeting=from the command line",
+            "--no-setuid",
+            "--no-cgroups",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(env.replay("cli-included").state(), TaskState::Success);
+    assert_eq!(
+        read(&env.sandbox("cli-included").join("hello.out")),
+        "from the command line\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn hearth_run_of_an_aurora_file_without_job_lists_the_keys_and_creates_nothing() -> TestResult {
+    let env = Env::new();
+    let out = env.run(
+        &data("combine.aurora"),
+        "no-job",
+        &["--no-setuid", "--no-cgroups"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--job"), "{err}");
+    assert!(err.contains("local/www-data/prod/combine"), "{err}");
+    assert!(!env.root().join("checkpoints/no-job").exists());
+    Ok(())
+}
+
+#[test]
+fn hearth_validate_checks_every_job_of_an_aurora_file_or_the_one_named() -> TestResult {
+    let out = common::hearth()
+        .arg("validate")
+        .arg(data("combine.aurora"))
+        .output()?;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for key in ["concat", "combine", "simple"] {
+        assert!(
+            text.contains(&format!("local/www-data/prod/{key}: ok")),
+            "{text}"
+        );
+    }
+    let out = common::hearth()
+        .arg("validate")
+        .arg(data("unbound.aurora"))
+        .output()?;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("{{version}}"),
+        "{}",
+        show(&out)
+    );
+    let out = common::hearth()
+        .args(["validate", "--job", "local/www-data/prod/none"])
+        .arg(data("combine.aurora"))
+        .output()?;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("local/www-data/prod/simple"),
+        "{}",
+        show(&out)
+    );
+    Ok(())
+}
+
+#[test]
+fn job_inspect_json_prints_what_the_evaluator_makes_and_validate_accepts_it() -> TestResult {
+    let env = Env::new();
+    let key = "local/www-data/prod/combine";
+    let out = common::hearth()
+        .args(["job", "inspect", "--json", key])
+        .arg(data("combine.aurora"))
+        .output()?;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let evaluated = evaluate(&data("combine.aurora"), &opts(&[]))?;
+    assert_eq!(&printed, evaluated.job_json(key)?);
+    let path = env.dir.path().join("combine.json");
+    std::fs::write(&path, &out.stdout)?;
+    let out = common::hearth().arg("validate").arg(&path).output()?;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = common::hearth()
+        .args(["job", "inspect", key])
+        .arg(data("combine.aurora"))
+        .output()?;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Job level information"),
+        "{}",
+        show(&out)
+    );
+    Ok(())
+}
