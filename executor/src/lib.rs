@@ -6,6 +6,7 @@
 pub mod cgroup;
 pub mod control;
 pub mod disk;
+pub mod failpoint;
 pub mod health;
 pub mod keeper;
 pub mod planner;

@@ -649,6 +649,9 @@ impl Supervisor {
         } else {
             self.p.writer.commit()?;
         }
+        if self.outbox.iter().any(|r| matches!(r, Request::Spawn(_))) {
+            crate::failpoint::reached(crate::failpoint::AFTER_FORKED);
+        }
         self.reports.send_out();
         let outbox = std::mem::take(&mut self.outbox);
         self.link.send(&outbox).await?;
