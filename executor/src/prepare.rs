@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use hearth_checkpoints::config::template::{self, Bindings};
 use hearth_checkpoints::config::{self, TaskConfig};
-use hearth_checkpoints::record::{Record, RunnerHeader, StatusReport, TaskState, TaskStatus};
+use hearth_checkpoints::record::{
+    Record, ReportState, RunnerHeader, StatusReport, TaskState, TaskStatus,
+};
 use hearth_checkpoints::replay::TaskReplay;
 use hearth_checkpoints::root::{self, Root, TaskPlace};
 use hearth_checkpoints::stream::{self, CheckpointWriter};
@@ -332,11 +334,12 @@ pub fn prepare_with_token_file(
                     runner_uid: Some(nix::unistd::getuid().as_raw() as i32),
                     reason: None,
                     outcome: None,
+                    cause: None,
                 }),
                 // Thermos's first status, written before the sandbox exists.
                 Record::Status(StatusReport {
                     seq: 1,
-                    state: "STARTING".to_owned(),
+                    state: ReportState::Starting,
                     reason: Some("Initializing sandbox.".to_owned()),
                     timestamp_ms: launch_ms,
                 }),

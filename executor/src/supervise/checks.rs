@@ -2,7 +2,7 @@
 //! launched, stopped when CLEANING begins; an unhealthy task or a disk overrun asks for a
 //! teardown.
 
-use hearth_checkpoints::record::{Record, SnoozeEvent, TaskState};
+use hearth_checkpoints::record::{FailureCause, Record, SnoozeEvent, TaskState};
 use tokio::sync::mpsc;
 
 use super::{Ending, NO_HEALTH_CHECK, Phase, Supervisor, launch};
@@ -90,6 +90,7 @@ impl Supervisor {
                 self.request_teardown(Ending {
                     state: TaskState::Failed,
                     reason: format!("{FAILED_HEALTH_CHECK} cannot start checking: {e}"),
+                    cause: Some(FailureCause::HealthCheck),
                 });
                 None
             }
@@ -103,6 +104,7 @@ impl Supervisor {
             HealthEvent::Unhealthy { reason } => self.request_teardown(Ending {
                 state: TaskState::Failed,
                 reason,
+                cause: Some(FailureCause::HealthCheck),
             }),
             HealthEvent::SnoozeStarted { expires_ms, detail } => {
                 self.append(Record::Snooze(SnoozeEvent {

@@ -31,13 +31,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hearth_checkpoints::record::{Record, TaskState, TaskStatus, TeardownStep};
+use hearth_checkpoints::record::{
+    FailureCause, Record, ReportState, TaskState, TaskStatus, TeardownStep,
+};
 use hearth_checkpoints::replay::TaskReplay;
 use hearth_checkpoints::root::TaskPlace;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
-use crate::health::FAILED_HEALTH_CHECK;
 use crate::keeper::now_secs;
 use crate::keeper::protocol::{Reply, Request};
 use crate::planner::{PlanState, Planner};
@@ -77,7 +78,10 @@ macro_rules! with_acts {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ending {
     pub state: TaskState,
+    /// The human text (Thermos's and Aurora's wordings).
     pub reason: String,
+    /// Why, typed, when it is a health-check failure or a disk overrun.
+    pub cause: Option<FailureCause>,
 }
 
 impl Ending {
@@ -280,6 +284,7 @@ pub async fn supervise(
                 CheckEvent::Disk(ev) => s.request_teardown(Ending {
                     state: TaskState::Failed,
                     reason: ev.reason(),
+                    cause: Some(FailureCause::DiskLimit),
                 }),
             },
             Some(ev) = s.reports.recv() => {
@@ -307,8 +312,13 @@ fn ending_from_replay(replay: &TaskReplay) -> Ending {
     // FINALIZING). Streams written before that field existed carry it only in the reason.
     let last = replay.statuses.last();
     let reason = last.and_then(|s| s.reason.clone()).unwrap_or_default();
+    let cause = last.and_then(TaskStatus::failure_cause);
     if let Some(state) = last.and_then(|s| s.outcome) {
-        return Ending { state, reason };
+        return Ending {
+            state,
+            reason,
+            cause,
+        };
     }
     let state = if reason.starts_with("killed") {
         TaskState::Killed
@@ -317,7 +327,11 @@ fn ending_from_replay(replay: &TaskReplay) -> Ending {
     } else {
         TaskState::Failed
     };
-    Ending { state, reason }
+    Ending {
+        state,
+        reason,
+        cause,
+    }
 }
 
 impl Supervisor {
@@ -365,15 +379,20 @@ impl Supervisor {
             runner_uid: Some(nix::unistd::getuid().as_raw() as i32),
             reason: ending.map(|e| e.reason.clone()),
             outcome: ending.filter(|_| tearing_down).map(|e| e.state),
+            cause: ending.and_then(|e| e.cause),
         }));
     }
 
     /// Record the teardown steps taken this turn.
     fn record_steps(&mut self) {
         for StepTaken { step, detail } in std::mem::take(&mut self.steps) {
-            tracing::info!(step = %step.record_name(), detail = detail.as_deref(), "teardown step");
+            tracing::info!(
+                step = step.name(),
+                detail = detail.as_deref(),
+                "teardown step"
+            );
             self.append(Record::Teardown(TeardownStep {
-                step: step.record_name(),
+                step,
                 timestamp_ms: now_ms(),
                 detail,
             }));
@@ -382,16 +401,16 @@ impl Supervisor {
 
     /// A task status for the agent (STARTING, RUNNING, ...): written to the checkpoint, then —
     /// once durable — printed and handed to the scheduler reporter.
-    fn status(&mut self, state: &str, reason: &str) {
+    fn status(&mut self, state: ReportState, reason: &str) {
+        self.progress.status(state.name(), reason);
         let report = self.reports.next(state, reason);
         self.append(Record::Status(report));
-        self.progress.status(state, reason);
     }
 
     /// RUNNING is reported once per task, even across executor restarts.
     fn report_running(&mut self, reason: &str) {
         if self.reports.take_running() {
-            self.status("RUNNING", reason);
+            self.status(ReportState::Running, reason);
         }
     }
 
@@ -431,6 +450,7 @@ impl Supervisor {
                     let ending = Ending {
                         state: TaskState::Killed,
                         reason: format!("killed: {why}"),
+                        cause: None,
                     };
                     return self.begin_cleaning(ending, true);
                 }
@@ -443,6 +463,7 @@ impl Supervisor {
                         Ending {
                             state: TaskState::Success,
                             reason: SUCCESS_REASON.to_owned(),
+                            cause: None,
                         },
                         false,
                     ),
@@ -450,6 +471,7 @@ impl Supervisor {
                         Ending {
                             state: TaskState::Failed,
                             reason,
+                            cause: None,
                         },
                         false,
                     ),
@@ -504,6 +526,7 @@ impl Supervisor {
             return Some(Ending {
                 state: TaskState::Failed,
                 reason,
+                cause: None,
             });
         }
         Some(ending)
@@ -569,6 +592,7 @@ impl Supervisor {
             Phase::Active => Ending {
                 state: TaskState::Failed,
                 reason: "internal error: no outcome".into(),
+                cause: None,
             },
         };
         tracing::info!("finalizing");
@@ -667,14 +691,11 @@ impl Supervisor {
             .task(ending.state.name(), Some(&ending.reason));
         if let Some((status, text)) = terminal_status(ending.state) {
             // Health and disk failures keep their own words (Thermos's); others get Aurora's.
-            let reason = if ending.reason.starts_with(FAILED_HEALTH_CHECK)
-                || ending.reason.starts_with("Disk limit exceeded")
-            {
-                ending.reason.clone()
-            } else {
-                text.to_owned()
+            let reason = match ending.cause {
+                Some(FailureCause::HealthCheck | FailureCause::DiskLimit) => ending.reason.clone(),
+                Some(FailureCause::Oom) | None => text.to_owned(),
             };
-            self.status(status.name(), &reason);
+            self.status(reports::report_state(status), &reason);
         }
         self.p.writer.commit()?;
         self.reports.send_out();
@@ -724,6 +745,7 @@ mod tests {
             runner_uid: None,
             reason: Some(reason.to_owned()),
             outcome,
+            cause: None,
         }
     }
 
@@ -735,7 +757,8 @@ mod tests {
             ending_from_replay(&r),
             Ending {
                 state: TaskState::Failed,
-                reason: "killed-looking reason".into()
+                reason: "killed-looking reason".into(),
+                cause: None,
             }
         );
     }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use hearth_checkpoints::record::{Record, StatusAck, StatusReport};
+use hearth_checkpoints::record::{Record, ReportState, StatusAck, StatusReport};
 use hearth_checkpoints::replay::TaskReplay;
 use hearth_checkpoints::stream::CheckpointWriter;
 use hearth_scheduler::api::{ScheduleStatus, StatusUpdate};
@@ -20,9 +20,31 @@ use crate::report::{ReportEvent, Reporter};
 /// How long a finished executor waits for the scheduler to acknowledge its last updates.
 pub const REPORT_DRAIN: Duration = Duration::from_secs(30);
 
-/// The scheduler's status for an Aurora state name written in a `StatusReport`.
-pub fn schedule_status(name: &str) -> Option<ScheduleStatus> {
-    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+/// The scheduler's status for a state written in a `StatusReport` (`None`: a name this build
+/// does not know, never sent).
+pub fn schedule_status(state: &ReportState) -> Option<ScheduleStatus> {
+    Some(match state {
+        ReportState::Starting => ScheduleStatus::Starting,
+        ReportState::Running => ScheduleStatus::Running,
+        ReportState::Finished => ScheduleStatus::Finished,
+        ReportState::Failed => ScheduleStatus::Failed,
+        ReportState::Killed => ScheduleStatus::Killed,
+        ReportState::Lost => ScheduleStatus::Lost,
+        ReportState::Unknown(_) => return None,
+    })
+}
+
+/// The state to record for a scheduler status the executor reports.
+pub fn report_state(status: ScheduleStatus) -> ReportState {
+    match status {
+        ScheduleStatus::Starting => ReportState::Starting,
+        ScheduleStatus::Running => ReportState::Running,
+        ScheduleStatus::Finished => ReportState::Finished,
+        ScheduleStatus::Failed => ReportState::Failed,
+        ScheduleStatus::Killed => ReportState::Killed,
+        ScheduleStatus::Lost => ReportState::Lost,
+        other => ReportState::Unknown(other.name().to_owned()),
+    }
 }
 
 /// The updates of one task: what was written, what was acknowledged, what goes out next.
@@ -68,16 +90,19 @@ impl Reports {
                 .filter(|r| r.seq > acked)
                 .cloned()
                 .collect(),
-            reported_running: replay.reports.iter().any(|r| r.state == "RUNNING"),
+            reported_running: replay
+                .reports
+                .iter()
+                .any(|r| r.state == ReportState::Running),
         }
     }
 
     /// A new update: the record to write (the caller appends it and prints it).
-    pub fn next(&mut self, state: &str, reason: &str) -> StatusReport {
+    pub fn next(&mut self, state: ReportState, reason: &str) -> StatusReport {
         self.seq += 1;
         let report = StatusReport {
             seq: self.seq,
-            state: state.to_owned(),
+            state,
             reason: Some(reason.to_owned()),
             timestamp_ms: now_ms(),
         };
@@ -218,6 +243,7 @@ pub async fn deliver_leftovers(opts: &crate::RunOptions, token: Option<&str>, ta
     let code = Ending {
         state: replayed.replay.state(),
         reason: String::new(),
+        cause: None,
     }
     .exit_code();
     let acked = replayed.replay.reports_acked;
@@ -274,7 +300,7 @@ mod tests {
     fn report(seq: i64, state: &str) -> StatusReport {
         StatusReport {
             seq,
-            state: state.into(),
+            state: ReportState::from_name(state),
             reason: None,
             timestamp_ms: 1,
         }
@@ -290,7 +316,7 @@ mod tests {
         let mut r = Reports::new("t", &replay, None, None);
         assert_eq!(r.out, [report(2, "RUNNING")]);
         assert!(!r.take_running(), "RUNNING was reported before the restart");
-        assert_eq!(r.next("FINISHED", "done").seq, 3);
+        assert_eq!(r.next(ReportState::Finished, "done").seq, 3);
     }
 
     #[test]
@@ -305,8 +331,21 @@ mod tests {
     }
 
     #[test]
-    fn scheduler_states_parse_from_their_aurora_names() {
-        assert_eq!(schedule_status("RUNNING"), Some(ScheduleStatus::Running));
-        assert_eq!(schedule_status("nonsense"), None);
+    fn scheduler_states_map_both_ways_by_their_aurora_names() {
+        for s in [
+            ScheduleStatus::Starting,
+            ScheduleStatus::Running,
+            ScheduleStatus::Finished,
+            ScheduleStatus::Failed,
+            ScheduleStatus::Killed,
+            ScheduleStatus::Lost,
+        ] {
+            assert_eq!(schedule_status(&report_state(s)), Some(s));
+            assert_eq!(report_state(s).name(), s.name());
+        }
+        assert_eq!(
+            schedule_status(&ReportState::from_name("THROTTLED_LATER")),
+            None
+        );
     }
 }

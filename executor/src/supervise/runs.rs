@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use hearth_checkpoints::record::{ProcessState, ProcessStatus, Record};
+use hearth_checkpoints::record::{FailureCause, ProcessState, ProcessStatus, Record};
 use hearth_checkpoints::replay::TaskReplay;
 use tokio::time::Instant;
 
@@ -391,6 +391,7 @@ impl Supervisor {
                 return_code: Some(rc),
                 signal: sig,
                 reason: reason.clone(),
+                cause: (outcome == Outcome::Oom).then_some(FailureCause::Oom),
                 ..ProcessStatus::default()
             },
         );

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use hearth_checkpoints::config::LifecycleConfig;
-use hearth_checkpoints::record::ProcessState;
+use hearth_checkpoints::record::{ProcessState, StepKind};
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
@@ -94,32 +94,10 @@ impl LifecyclePoster for HttpPoster {
     }
 }
 
-/// One step of the escalation, as recorded in a `TeardownStep` record (`step` names it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    /// A lifecycle POST to this endpoint (recorded without its leading `/`).
-    Post {
-        endpoint: String,
-    },
-    Sigterm,
-    Sigkill,
-}
-
-impl Step {
-    /// The name written in the record: `quitquitquit`, `abortabortabort`, `sigterm`, `sigkill`.
-    pub fn record_name(&self) -> String {
-        match self {
-            Step::Post { endpoint } => endpoint.trim_start_matches('/').to_owned(),
-            Step::Sigterm => "sigterm".to_owned(),
-            Step::Sigkill => "sigkill".to_owned(),
-        }
-    }
-}
-
 /// A step taken, for the event loop to record and print.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepTaken {
-    pub step: Step,
+    pub step: StepKind,
     pub detail: Option<String>,
 }
 
@@ -241,13 +219,13 @@ impl<K: KeeperLink, C: CgroupOps> Acts<'_, K, C> {
         young
     }
 
-    fn step(&mut self, step: Step, detail: Option<String>) {
+    fn step(&mut self, step: StepKind, detail: Option<String>) {
         self.steps.push(StepTaken { step, detail });
     }
 
     /// SIGKILL every process of the task.
     fn kill_hard(&mut self, why: &str, now: Instant) {
-        self.step(Step::Sigkill, Some(why.to_owned()));
+        self.step(StepKind::Sigkill, Some(why.to_owned()));
         self.signal_task(Signal::SIGKILL, true, now);
     }
 }
@@ -362,8 +340,8 @@ impl Teardown {
             return;
         };
         acts.step(
-            Step::Post {
-                endpoint: post.endpoint.clone(),
+            StepKind::Post {
+                endpoint: post.endpoint.trim_start_matches('/').to_owned(),
             },
             Some(format!("{outcome:?}")),
         );
@@ -452,7 +430,7 @@ impl Teardown {
         self.budget_end = Some(until);
         let mut again = None;
         if !left.regular_gone() {
-            acts.step(Step::Sigterm, None);
+            acts.step(StepKind::Sigterm, None);
             let young = acts.signal_task(Signal::SIGTERM, false, now);
             if !young.is_empty() {
                 again = Some((now + TERM_AGAIN_AFTER, young));

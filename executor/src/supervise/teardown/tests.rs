@@ -200,7 +200,7 @@ async fn teardown(world: &World, graceful: bool, lc: Option<Lifecycle>) -> Run {
     let ms = |t: Instant| t.duration_since(world.start).as_millis();
     Run {
         log: world.log.borrow().clone(),
-        steps: steps.iter().map(|s| s.step.record_name()).collect(),
+        steps: steps.iter().map(|s| s.step.name().to_owned()).collect(),
         keeper,
         finalized_at_ms: ms(Instant::now()),
         deadline_ms: ms(deadline),
@@ -464,7 +464,7 @@ async fn finalize(runs_for: Duration) -> (Vec<String>, Vec<String>, u128) {
             None => tokio::task::yield_now().await,
         }
     }
-    let steps = steps.iter().map(|s| s.step.record_name()).collect();
+    let steps = steps.iter().map(|s| s.step.name().to_owned()).collect();
     let log = world.log.borrow().clone();
     (log, steps, Instant::now().duration_since(start).as_millis())
 }
