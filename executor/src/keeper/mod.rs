@@ -376,7 +376,7 @@ impl Keeper {
         let mut requests = Vec::new();
         while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = buf.drain(..=nl).collect();
-            requests.push(serde_json::from_slice::<Request>(&line[..line.len() - 1]));
+            requests.push(protocol::parse_request(&line[..line.len() - 1]));
         }
         if buf.len() > 16 * 1024 * 1024 {
             closed = true;
@@ -393,7 +393,7 @@ impl Keeper {
                     replies.push(match other {
                         Ok(r) => self.handle(r),
                         Err(e) => Reply::Error {
-                            error: format!("bad request: {e}"),
+                            error: e.to_string(),
                         },
                     });
                 }
@@ -423,10 +423,13 @@ impl Keeper {
                         error: "spawn produced no reply".into(),
                     })
             }
-            Request::Hello => Reply::State {
+            // Any version's hello gets this keeper's version: the executor decides whether it
+            // can adopt it.
+            Request::Hello { .. } => Reply::State {
                 keeper_pid: std::process::id() as i32,
                 children: self.children.values().map(|r| r.child.clone()).collect(),
                 exits: self.unacked.clone(),
+                version: Some(protocol::PROTOCOL_VERSION),
             },
             Request::Ack { process, run } => {
                 self.unacked

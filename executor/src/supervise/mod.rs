@@ -40,7 +40,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
 use crate::keeper::now_secs;
-use crate::keeper::protocol::{Reply, Request};
+use crate::keeper::protocol::Request;
 use crate::planner::{PlanState, Planner};
 use crate::prepare::{Prepared, now_ms, write_atomic};
 use crate::report::terminal_status;
@@ -112,6 +112,8 @@ pub enum SuperviseError {
     Plan(#[from] crate::planner::PlannerError),
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
+    #[error("keeper protocol: {0}")]
+    Protocol(#[from] crate::keeper::protocol::ProtocolError),
 }
 
 /// The task's phase, with what only that phase has.
@@ -220,26 +222,20 @@ pub async fn supervise(
     s.progress.task(started, None);
 
     // Reconcile with the keeper: who is alive, which exits we have not recorded.
-    s.link.send(&[Request::Hello]).await?;
-    loop {
-        match s.link.recv().await {
-            Some(Reply::State {
-                keeper_pid,
-                children,
-                exits,
-            }) => {
-                s.keeper_pid = Some(keeper_pid);
-                s.reconcile(KeeperState {
-                    keeper_pid,
-                    children,
-                    exits,
-                });
-                break;
-            }
-            Some(other) => tracing::debug!(?other, "waiting for the keeper's state; skipped"),
-            None => return Err(SuperviseError::KeeperGone),
-        }
-    }
+    let hello = s.link.hello().await?;
+    tracing::debug!(
+        keeper_pid = hello.keeper_pid,
+        protocol = hello.version,
+        children = hello.children.len(),
+        exits = hello.exits.len(),
+        "the keeper answered"
+    );
+    s.keeper_pid = Some(hello.keeper_pid);
+    s.reconcile(KeeperState {
+        keeper_pid: hello.keeper_pid,
+        children: hello.children,
+        exits: hello.exits,
+    });
 
     if kill_on_start {
         s.request_kill("hearth kill adopted the task after its executor was gone");
