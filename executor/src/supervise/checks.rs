@@ -130,7 +130,7 @@ impl Supervisor {
     /// An unhealthy task or a disk overrun: tear down, unless something else already does.
     pub(super) fn request_teardown(&mut self, ending: Ending) {
         if matches!(self.phase, Phase::Active) && self.teardown_requested.is_none() {
-            tracing::info!(reason = %ending.reason, "teardown requested");
+            tracing::debug!(reason = %ending.reason, "teardown requested");
             self.teardown_requested = Some(ending);
         }
     }

@@ -205,7 +205,7 @@ pub async fn supervise(
         p,
     };
     if let Some(w) = &s.p.cgroup_warning {
-        eprintln!("hearth: warning: {w}");
+        tracing::warn!("{w}");
     }
     s.oom_kills_seen =
         s.p.cgroup
@@ -335,7 +335,6 @@ impl Supervisor {
         if let Err(e) = self.p.writer.append(&rec) {
             // Encoding a record we built ourselves cannot fail short of a bug; say so loudly.
             tracing::error!("cannot encode checkpoint record {rec:?}: {e}");
-            eprintln!("hearth: cannot encode checkpoint record {rec:?}: {e}");
         }
     }
 
@@ -382,7 +381,7 @@ impl Supervisor {
     /// Record the teardown steps taken this turn.
     fn record_steps(&mut self) {
         for StepTaken { step, detail } in std::mem::take(&mut self.steps) {
-            tracing::info!(
+            tracing::debug!(
                 step = step.name(),
                 detail = detail.as_deref(),
                 "teardown step"
@@ -412,7 +411,7 @@ impl Supervisor {
 
     fn request_kill(&mut self, why: &str) {
         if self.kill_requested.is_none() {
-            tracing::info!(why, "kill requested");
+            tracing::debug!(why, "kill requested");
             self.kill_requested = Some(why.to_owned());
         }
     }
@@ -530,7 +529,7 @@ impl Supervisor {
 
     /// Start tearing the regular processes down (see [`Teardown::begin`]).
     fn begin_cleaning(&mut self, ending: Ending, graceful: bool) {
-        tracing::info!(outcome = ?ending.state, reason = %ending.reason, graceful, "cleaning");
+        tracing::debug!(outcome = ?ending.state, reason = %ending.reason, graceful, "cleaning");
         self.checks.stop();
         self.record_task(TaskState::Cleaning, Some(&ending));
         self.planner.set_task_state(TaskState::Cleaning);
@@ -591,7 +590,7 @@ impl Supervisor {
                 cause: None,
             },
         };
-        tracing::info!("finalizing");
+        tracing::debug!("finalizing");
         self.record_task(TaskState::Finalizing, Some(&ending));
         self.planner.set_task_state(TaskState::Finalizing);
         self.progress.task("FINALIZING", None);
@@ -681,7 +680,7 @@ impl Supervisor {
 
     /// Record the terminal state, clean up, and let the keeper go.
     async fn finish(&mut self, ending: &Ending) -> Result<(), SuperviseError> {
-        tracing::info!(state = ?ending.state, reason = %ending.reason, "task ended");
+        tracing::debug!(state = ?ending.state, reason = %ending.reason, "task ended");
         self.record_task(ending.state, Some(ending));
         self.progress
             .task(ending.state.name(), Some(&ending.reason));
@@ -700,7 +699,7 @@ impl Supervisor {
             // Removal waits (bounded) for the kernel to let the cgroup go: off the runtime.
             let removed = tokio::task::spawn_blocking(move || cg.remove()).await;
             if let Ok(Err(e)) = removed {
-                eprintln!("hearth: warning: could not remove the task cgroup: {e}");
+                tracing::warn!("could not remove the task cgroup: {e}");
             }
         }
         let active = self

@@ -74,7 +74,7 @@ impl Reports {
     ) -> Reports {
         let reporter = scheduler.and_then(|url| {
             Reporter::start_with_token(url, token, crate::report::Backoff::default())
-                .map_err(|e| eprintln!("hearth: warning: status reports disabled: {e}"))
+                .map_err(|e| tracing::warn!("status reports disabled: {e}"))
                 .ok()
         });
         let acked = replay.reports_acked;

@@ -313,8 +313,7 @@ impl Supervisor {
             | Reply::Done
             | Reply::Bye => {}
             Reply::Error { error } => {
-                tracing::error!(%error, "the keeper refused a request");
-                eprintln!("hearth: the keeper refused a request: {error}");
+                tracing::error!("the keeper refused a request: {error}");
             }
         }
     }

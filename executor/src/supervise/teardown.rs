@@ -67,9 +67,18 @@ impl CgroupOps for crate::cgroup::TaskCgroup {
             tracing::warn!(error = %crate::error_chain(&e), %signal, "cannot signal the task cgroup");
         }
     }
+    /// On tokio's blocking pool: without `cgroup.kill`, killing freezes the cgroup and polls
+    /// (up to a second) for the freeze. The exits come back through the keeper.
     fn kill_all(&self) {
-        if let Err(e) = crate::cgroup::TaskCgroup::kill_all(self) {
-            tracing::warn!(error = %crate::error_chain(&e), "cannot kill the task cgroup");
+        let cg = self.clone();
+        let kill = move || {
+            if let Err(e) = crate::cgroup::TaskCgroup::kill_all(&cg) {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot kill the task cgroup");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(kill)),
+            Err(_) => kill(),
         }
     }
 }
