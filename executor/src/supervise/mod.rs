@@ -157,7 +157,24 @@ struct Supervisor {
     reports: Reports,
     /// The planner allowed more launches than one turn takes.
     more_to_launch: bool,
+    /// The checkpoint cannot be written (a full disk, a read-only remount): what is held.
+    stall: Option<Stall>,
 }
+
+/// Checkpoint writes are failing. Supervision goes on: exits are taken in, decisions are made and
+/// recorded in memory, but nothing that needs its record durable first — spawn requests,
+/// acknowledgements to the keeper, status updates, progress lines, the task's end — is acted on
+/// until a retry succeeds. Kills proceed (they need no record).
+#[derive(Debug, Clone, Copy)]
+struct Stall {
+    since: Instant,
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+/// First and longest wait between checkpoint write retries.
+const STALL_FIRST_RETRY: Duration = Duration::from_millis(100);
+const STALL_MAX_RETRY: Duration = Duration::from_secs(5);
 
 const SUCCESS_REASON: &str = "all processes finished";
 
@@ -202,6 +219,7 @@ pub async fn supervise(
         checks: Checks::NotStarted,
         reports,
         more_to_launch: false,
+        stall: None,
         p,
     };
     if let Some(w) = &s.p.cgroup_warning {
@@ -259,7 +277,9 @@ pub async fn supervise(
             s.start_checks();
             s.flush().await?;
         }
-        if let Some(ending) = s.finished() {
+        if s.stall.is_none()
+            && let Some(ending) = s.finished()
+        {
             s.finish(&ending).await?;
             return Ok(ending);
         }
@@ -644,6 +664,7 @@ impl Supervisor {
             phase,
             self.stray_check,
             self.more_to_launch.then(Instant::now),
+            self.stall.map(|st| st.retry_at),
         ]
         .into_iter()
         .flatten()
@@ -663,10 +684,32 @@ impl Supervisor {
         let only_spawns = self.progress.is_empty()
             && !self.reports.has_out()
             && self.outbox.iter().all(|r| matches!(r, Request::Spawn(_)));
-        if only_spawns {
-            self.p.writer.write_out()?;
+        if let Some(st) = self.stall
+            && Instant::now() < st.retry_at
+        {
+            return Ok(());
+        }
+        let written = if self.p.writer.is_poisoned() {
+            self.p.writer.recover()
         } else {
-            self.p.writer.commit()?;
+            Ok(())
+        }
+        .and_then(|()| {
+            if only_spawns {
+                self.p.writer.write_out()
+            } else {
+                self.p.writer.commit()
+            }
+        });
+        if let Err(e) = written {
+            self.stalled(&e);
+            return Ok(());
+        }
+        if let Some(st) = self.stall.take() {
+            tracing::warn!(
+                "checkpoint writes succeed again after {:.1}s; acting on what was held",
+                st.since.elapsed().as_secs_f64()
+            );
         }
         if self.outbox.iter().any(|r| matches!(r, Request::Spawn(_))) {
             crate::failpoint::reached(crate::failpoint::AFTER_FORKED);
@@ -676,6 +719,71 @@ impl Supervisor {
         self.link.send(&outbox).await?;
         self.progress.print();
         Ok(())
+    }
+
+    /// A checkpoint write failed: cut back what it left (the next write follows the last whole
+    /// frame), say so loudly, and retry later, holding every act that needs the records.
+    fn stalled(&mut self, e: &hearth_checkpoints::stream::CheckpointError) {
+        let recovered = self.p.writer.recover();
+        let now = Instant::now();
+        let st = match self.stall {
+            None => {
+                tracing::error!(
+                    "checkpoint write failed: {}; supervision goes on, and what needs a record \
+                     waits until it is written (retrying)",
+                    crate::error_chain(e)
+                );
+                Stall {
+                    since: now,
+                    retry_at: now + STALL_FIRST_RETRY,
+                    backoff: STALL_FIRST_RETRY,
+                }
+            }
+            Some(st) => {
+                let backoff = (st.backoff * 2).min(STALL_MAX_RETRY);
+                tracing::error!(
+                    "checkpoint write still failing after {:.1}s: {}",
+                    st.since.elapsed().as_secs_f64(),
+                    crate::error_chain(e)
+                );
+                Stall {
+                    retry_at: now + backoff,
+                    backoff,
+                    ..st
+                }
+            }
+        };
+        if let Err(r) = recovered {
+            tracing::debug!(
+                "cannot reopen the checkpoint yet: {}",
+                crate::error_chain(&r)
+            );
+        }
+        self.stall = Some(st);
+    }
+
+    /// Commit, waiting out a failing disk (the task's processes have all ended by now).
+    async fn commit_until_written(&mut self) {
+        loop {
+            let written = if self.p.writer.is_poisoned() {
+                self.p.writer.recover()
+            } else {
+                Ok(())
+            }
+            .and_then(|()| self.p.writer.commit());
+            match written {
+                Ok(()) => {
+                    self.stall = None;
+                    return;
+                }
+                Err(e) => {
+                    self.stalled(&e);
+                    if let Some(st) = self.stall {
+                        tokio::time::sleep_until(st.retry_at).await;
+                    }
+                }
+            }
+        }
     }
 
     /// Record the terminal state, clean up, and let the keeper go.
@@ -692,7 +800,7 @@ impl Supervisor {
             };
             self.status(reports::report_state(status), &reason);
         }
-        self.p.writer.commit()?;
+        self.commit_until_written().await;
         self.reports.send_out();
         self.reports.drain(&mut self.p.writer).await?;
         if let Some(cg) = self.p.cgroup.clone() {
