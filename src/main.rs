@@ -24,6 +24,8 @@ use hearth_checkpoints::root::{self, Root, RootError};
 use hearth_checkpoints::{error_chain, inspect};
 use regex::Regex;
 
+mod logging;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "hearth",
@@ -31,6 +33,9 @@ use regex::Regex;
     about = "Run tasks in sandboxes, keep a durable record, inspect it."
 )]
 struct Cli {
+    /// How diagnostics on stderr are written (the filter is `HEARTH_LOG`, default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -240,6 +245,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.log_format);
     match cli.command {
         Command::Validate {
             config,

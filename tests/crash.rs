@@ -375,3 +375,94 @@ fn an_executor_killed_during_teardown_is_restarted_and_ends_the_task_killed() ->
     assert!(env.sandbox("tear").join("got_term").exists());
     Ok(())
 }
+
+/// Regression (phantom LOST runs): an executor killed after recording a run FORKED but before the
+/// keeper received the spawn request used to record that run LOST on restart (`lost: no keeper
+/// knows this run`) although the process never existed. The keeper lived, so the restarted
+/// executor must send the request again and the run must really happen, once.
+#[test]
+fn phantom_lost_runs_regression_a_kill_between_forked_and_the_spawn_request_loses_nothing()
+-> TestResult {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let env = Env::new();
+    let procs: Vec<_> = (0..3)
+        .map(|i| {
+            // Runs 0..8 fail, run 9 succeeds: plenty of launches to crash in.
+            json!({
+                "name": format!("p{i:02}"),
+                "max_failures": 0,
+                "min_duration": 0,
+                "cmdline": "L=ledger.$HEARTH_PROCESS; echo \"start $$ $HEARTH_RUN\" >> $L; \
+                            if [ $HEARTH_RUN -ge 9 ]; then rc=0; else rc=1; fi; \
+                            echo \"end $$ $rc\" >> $L; exit $rc",
+            })
+        })
+        .collect();
+    let cfg = env.task("phantom", json!(procs), json!({"max_failures": 0}));
+    let id = "phantom";
+    let mut crashes = 0;
+    for visit in [1, 2, 3, 1, 4, 2, 1, 3, 2, 1, 5, 1, 2, 3, 1, 2, 1, 1, 2, 1] {
+        // Output to a file, not a pipe: the keeper inherits it and outlives the executor.
+        let log = env.root().with_file_name(format!("exec-{crashes}.log"));
+        let mut child = env
+            .run_cmd(&cfg, id, &[])
+            .env(
+                hearth_executor::failpoint::ENV,
+                format!("after-forked:{visit}"),
+            )
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .unwrap();
+        let mut status = None;
+        wait_until("the executor to end", Duration::from_secs(60), || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        let status = status.unwrap();
+        if status.signal() != Some(libc::SIGKILL) {
+            let stderr = std::fs::read_to_string(&log)?;
+            assert_eq!(status.code(), Some(0), "{stderr}");
+            break;
+        }
+        crashes += 1;
+        let replay = env.replay(id);
+        let lost: Vec<_> = replay
+            .processes
+            .values()
+            .flatten()
+            .filter(|r| r.state == ProcessState::Lost)
+            .collect();
+        assert!(lost.is_empty(), "after crash {crashes}: LOST runs {lost:?}");
+    }
+    assert!(crashes >= 10, "only {crashes} crashes happened");
+    if env.replay(id).state() != TaskState::Success {
+        let out = env.run(&cfg, id, &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    }
+    let replay = env.replay(id);
+    assert_eq!(replay.state(), TaskState::Success);
+    for i in 0..3 {
+        let name = format!("p{i:02}");
+        let runs = runs(&replay, &name);
+        assert!(
+            runs.iter().all(|r| r.state != ProcessState::Lost),
+            "{name}: {runs:?}"
+        );
+        // Every run ran exactly once, in order, and is recorded with what it returned.
+        let text = std::fs::read_to_string(env.sandbox(id).join(format!("ledger.{name}")))?;
+        let starts: Vec<u32> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("start "))
+            .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(starts, (0..10).collect::<Vec<_>>(), "{name}: ledger {text}");
+        let states: Vec<_> = runs.iter().map(|r| r.state).collect();
+        let mut want = vec![ProcessState::Failed; 9];
+        want.push(ProcessState::Success);
+        assert_eq!(states, want, "{name}");
+    }
+    Ok(())
+}

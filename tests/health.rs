@@ -110,7 +110,7 @@ fn lifecycle_escalation_follows_the_configured_order_and_spacing() -> TestResult
     // What the checkpoint says: the same steps in order, then SIGKILL, spaced by the waits.
     let r = env.replay("stubborn");
     assert_eq!(r.state(), TaskState::Killed);
-    let steps: Vec<&str> = r.teardown.iter().map(|s| s.step.as_str()).collect();
+    let steps: Vec<&str> = r.teardown.iter().map(|s| s.step.name()).collect();
     assert_eq!(
         steps,
         ["quitquitquit", "abortabortabort", "sigterm", "sigkill"]
@@ -180,7 +180,7 @@ fn a_server_that_exits_on_quitquitquit_ends_the_escalation_early() -> TestResult
         "the task took {took} ms to end after the kill; the first wait is {} ms",
         ms(wait)
     );
-    let steps: Vec<&str> = r.teardown.iter().map(|s| s.step.as_str()).collect();
+    let steps: Vec<&str> = r.teardown.iter().map(|s| s.step.name()).collect();
     assert_eq!(steps, ["quitquitquit"]);
     assert_eq!(log.count(QUIT_POST), 1, "{}", log.dump());
     assert_eq!(log.count(ABORT_POST), 0, "{}", log.dump());
@@ -241,7 +241,7 @@ fn a_server_that_returns_500_is_torn_down_failed_after_the_configured_attempts()
     // The teardown asked the server first.
     assert_eq!(server.log.count(QUIT_POST), 1, "{}", server.log.dump());
     // The scheduler hears the health check's own words.
-    assert_eq!(r.reports.last().map(|u| u.state.as_str()), Some("FAILED"));
+    assert_eq!(r.reports.last().map(|u| u.state.name()), Some("FAILED"));
     assert_eq!(
         r.reports.last().and_then(|u| u.reason.clone()),
         Some(reason)

@@ -72,10 +72,7 @@ fn applied(store: &StatusStore, task_id: &str) -> Vec<(ScheduleStatus, u64)> {
 
 /// `(state, seq)` of the updates written to the checkpoint, in order.
 fn report_seqs(r: &TaskReplay) -> Vec<(&str, i64)> {
-    r.reports
-        .iter()
-        .map(|u| (u.state.as_str(), u.seq))
-        .collect()
+    r.reports.iter().map(|u| (u.state.name(), u.seq)).collect()
 }
 
 /// A task that runs until killed and has no health check (RUNNING at once). It touches

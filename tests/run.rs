@@ -612,3 +612,112 @@ fn logger_destination_both_writes_the_log_and_the_console() -> TestResult {
     assert!(!logs.join("console/0/stdout").exists());
     Ok(())
 }
+
+/// Regression (a full disk ended supervision): with the checkpoint root on a tiny tmpfs, a task
+/// that keeps restarting a process fills it. The executor used to exit 4 with `checkpoint write
+/// failed: … No space left on device`, leaving a torn tail and the task's other processes
+/// unsupervised. Now it goes on supervising, holds what needs a record, retries, and once the
+/// file system is enlarged the task carries on and the stream is complete and valid.
+#[test]
+fn full_disk_regression_the_executor_waits_out_a_full_checkpoint_disk() -> TestResult {
+    use std::process::Stdio;
+    if !common::have_root("full_disk_regression") {
+        return Ok(());
+    }
+    let env = Env::new();
+    let root = env.root();
+    std::fs::create_dir_all(&root)?;
+    let mount = |args: &[&str]| {
+        let st = std::process::Command::new("mount").args(args).status();
+        assert!(st.is_ok_and(|s| s.success()), "mount {args:?}");
+    };
+    mount(&[
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=64k",
+        "tmpfs",
+        root.to_str().unwrap(),
+    ]);
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(root.clone());
+    let sandbox = env.root().with_file_name("sandbox");
+    let cfg = env.task(
+        "fill",
+        json!([
+            {"name": "steady", "cmdline": "exec sleep 1000"},
+            {"name": "churn", "max_failures": 0, "min_duration": 0,
+             "cmdline": "[ $HEARTH_RUN -ge 300 ] && exec sleep 1000; exit 1"},
+        ]),
+        json!({"finalization_wait": 5}),
+    );
+    let id = "fill";
+    let stderr_path = env.root().with_file_name("executor.stderr");
+    let mut exec = env
+        .run_cmd(
+            &cfg,
+            id,
+            &["--sandbox", sandbox.to_str().unwrap(), "--no-cgroups"],
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path)?)
+        .spawn()?;
+    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    wait_until(
+        "the checkpoint disk to fill",
+        Duration::from_secs(60),
+        || stderr().contains("checkpoint write failed"),
+    );
+    // Supervision goes on: the executor waits, it does not exit.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        exec.try_wait()?.is_none(),
+        "the executor exited: {}",
+        stderr()
+    );
+    mount(&["-o", "remount,size=16m", root.to_str().unwrap()]);
+    wait_until("the churn to settle", Duration::from_secs(60), || {
+        env.try_replay(id).is_some_and(|r| {
+            runs(&r, "churn")
+                .last()
+                .is_some_and(|x| x.run == 300 && x.state == P::Running)
+        })
+    });
+    assert!(
+        exec.try_wait()?.is_none(),
+        "the executor exited: {}",
+        stderr()
+    );
+    let k = env.kill(id);
+    assert!(k.status.success(), "{}", show(&k));
+    let mut status = None;
+    wait_until("the executor to end", Duration::from_secs(30), || {
+        status = exec.try_wait().ok().flatten();
+        status.is_some()
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(3), "{}", stderr());
+    let replayed =
+        hearth_checkpoints::stream::replay_path(&root.join("checkpoints").join(id).join("runner"))?;
+    assert_eq!(
+        replayed.end,
+        hearth_checkpoints::stream::StreamEnd::Clean,
+        "{}",
+        stderr()
+    );
+    let r = replayed.replay;
+    assert_eq!(r.state(), TaskState::Killed);
+    let churn = runs(&r, "churn");
+    assert_eq!(churn.len(), 301);
+    assert!(churn[..300].iter().all(|x| x.state == P::Failed));
+    assert_eq!(churn[300].state, P::Killed);
+    assert_eq!(states(&r, "steady"), [P::Killed]);
+    Ok(())
+}

@@ -47,6 +47,7 @@ fn write_stream(path: &Path, procs: usize, bytes: u64) -> u64 {
             runner_uid: Some(0),
             reason: None,
             outcome: None,
+            cause: None,
         }),
     );
     records += 1;

@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use thrift::protocol::{TBinaryInputProtocol, TInputProtocol, TType};
 
 use crate::record::{
-    ProcessState, ProcessStatus, Record, RunnerHeader, SnoozeEvent, StatusAck, StatusReport,
-    TaskState, TaskStatus, TeardownStep,
+    FailureCause, ProcessState, ProcessStatus, Record, ReportState, RunnerHeader, SnoozeEvent,
+    StatusAck, StatusReport, StepKind, TaskState, TaskStatus, TeardownStep,
 };
 
 /// Deepest nesting of structs and containers accepted when skipping unknown fields.
@@ -405,6 +405,7 @@ impl<'a> Reader<'a> {
                 (TType::I32, 101) => p.signal = Some(self.i32()?),
                 (TType::I32, 102) => p.run = Some(self.i32()?),
                 (TType::I64, 103) => p.pid_start_ticks = Some(self.i64()?),
+                (TType::I32, 104) => p.cause = Some(self.cause(S)?),
                 (t, _) => self.unknown(t)?,
             }
         }
@@ -417,6 +418,7 @@ impl<'a> Reader<'a> {
         const S: &str = "TaskStatus";
         let (mut state, mut ts) = (None, None);
         let (mut runner_pid, mut runner_uid, mut reason, mut outcome) = (None, None, None, None);
+        let mut cause = None;
         loop {
             match self.field()? {
                 (TType::Stop, _) => break,
@@ -440,6 +442,7 @@ impl<'a> Reader<'a> {
                         value: v,
                     })?);
                 }
+                (TType::I32, 102) => cause = Some(self.cause(S)?),
                 (t, _) => self.unknown(t)?,
             }
         }
@@ -450,6 +453,16 @@ impl<'a> Reader<'a> {
             runner_uid,
             reason,
             outcome,
+            cause,
+        })
+    }
+
+    fn cause(&mut self, structure: &'static str) -> Result<FailureCause, DecodeError> {
+        let v = self.i32()?;
+        FailureCause::from_i32(v).ok_or(DecodeError::BadEnum {
+            structure,
+            field: "cause",
+            value: v,
         })
     }
 
@@ -481,7 +494,9 @@ impl<'a> Reader<'a> {
             match self.field()? {
                 (TType::Stop, _) => break,
                 (TType::I64, 1) => seq = Some(self.i64()?),
-                (TType::String, 2) => state = Some(self.string(S, "state")?),
+                (TType::String, 2) => {
+                    state = Some(ReportState::from_name(&self.string(S, "state")?))
+                }
                 (TType::String, 3) => reason = Some(self.string(S, "reason")?),
                 (TType::I64, 4) => ts = Some(self.i64()?),
                 (t, _) => self.unknown(t)?,
@@ -514,18 +529,25 @@ impl<'a> Reader<'a> {
 
     fn teardown(&mut self) -> Result<TeardownStep, DecodeError> {
         const S: &str = "TeardownStep";
-        let (mut step, mut ts, mut detail) = (None, None, None);
+        let (mut step, mut ts, mut detail, mut kind) = (None, None, None, None);
         loop {
             match self.field()? {
                 (TType::Stop, _) => break,
                 (TType::String, 1) => step = Some(self.string(S, "step")?),
                 (TType::I64, 2) => ts = Some(self.i64()?),
                 (TType::String, 3) => detail = Some(self.string(S, "detail")?),
+                (TType::I32, 4) => kind = Some(self.i32()?),
                 (t, _) => self.unknown(t)?,
             }
         }
+        let name = step.ok_or_else(|| missing(S, "step"))?;
+        let step = StepKind::from_wire(&name, kind).ok_or(DecodeError::BadEnum {
+            structure: S,
+            field: "kind",
+            value: kind.unwrap_or_default(),
+        })?;
         Ok(TeardownStep {
-            step: step.ok_or_else(|| missing(S, "step"))?,
+            step,
             timestamp_ms: ts.ok_or_else(|| missing(S, "timestamp_ms"))?,
             detail,
         })
@@ -603,6 +625,7 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
             if let Some(t) = p.pid_start_ticks {
                 w.i64(103, t);
             }
+            w.opt_i32(104, p.cause.map(|c| c as i32));
             w.stop();
         }
         Record::Task(t) => {
@@ -613,6 +636,7 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
             w.opt_i32(4, t.runner_uid);
             w.opt_string(100, t.reason.as_deref());
             w.opt_i32(101, t.outcome.map(|o| o as i32));
+            w.opt_i32(102, t.cause.map(|c| c as i32));
             w.stop();
         }
         Record::Snooze(s) => {
@@ -628,15 +652,16 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
         }
         Record::Teardown(t) => {
             w.begin(ty::STRUCT, 101);
-            w.string(1, &t.step);
+            w.string(1, t.step.name());
             w.i64(2, t.timestamp_ms);
             w.opt_string(3, t.detail.as_deref());
+            w.opt_i32(4, Some(t.step.code()));
             w.stop();
         }
         Record::Status(s) => {
             w.begin(ty::STRUCT, 102);
             w.i64(1, s.seq);
-            w.string(2, &s.state);
+            w.string(2, s.state.name());
             w.opt_string(3, s.reason.as_deref());
             w.i64(4, s.timestamp_ms);
             w.stop();
@@ -742,6 +767,7 @@ mod tests {
                 signal: Some(9),
                 run: Some(2),
                 pid_start_ticks: Some(123_456),
+                cause: Some(FailureCause::Oom),
             }),
             Record::Process(ProcessStatus {
                 seq: 0,
@@ -756,6 +782,7 @@ mod tests {
                 runner_uid: None,
                 reason: Some("Failed health check! timeout".into()),
                 outcome: Some(TaskState::Failed),
+                cause: Some(FailureCause::HealthCheck),
             }),
             Record::Snooze(SnoozeEvent {
                 active: true,
@@ -764,13 +791,20 @@ mod tests {
                 detail: Some("file created".into()),
             }),
             Record::Teardown(TeardownStep {
-                step: "sigterm".into(),
+                step: StepKind::Sigterm,
                 timestamp_ms: 8,
                 detail: None,
             }),
+            Record::Teardown(TeardownStep {
+                step: StepKind::Post {
+                    endpoint: "sigkill".into(),
+                },
+                timestamp_ms: 8,
+                detail: Some("an endpoint named like a step stays a POST".into()),
+            }),
             Record::Status(StatusReport {
                 seq: 1,
-                state: "RUNNING".into(),
+                state: ReportState::Running,
                 reason: Some("Task is healthy.".into()),
                 timestamp_ms: 9,
             }),
@@ -859,6 +893,7 @@ mod tests {
                 runner_uid: None,
                 reason: None,
                 outcome: None,
+                cause: None,
             }))
         );
     }

@@ -142,7 +142,7 @@ pub fn render_text(task: &LoadedTask) -> String {
         let rows = replay.teardown.iter().map(|t| {
             vec![
                 format_time_ms(t.timestamp_ms),
-                clean(&t.step).into_owned(),
+                clean(t.step.name()).into_owned(),
                 opt_text(t.detail.as_deref()),
             ]
         });
@@ -335,7 +335,7 @@ fn snooze_json(s: &SnoozeEvent) -> Value {
 }
 
 fn teardown_json(t: &TeardownStep) -> Value {
-    json!({"step": t.step, "timestamp_ms": t.timestamp_ms, "detail": t.detail})
+    json!({"step": t.step.name(), "timestamp_ms": t.timestamp_ms, "detail": t.detail})
 }
 
 fn stream_json(r: &Replayed) -> Value {
@@ -552,6 +552,7 @@ mod tests {
             signal: None,
             reason: None,
             pid_start_ticks: None,
+            cause: None,
         }
     }
 
@@ -586,6 +587,7 @@ mod tests {
                 runner_uid: Some(0),
                 reason: None,
                 outcome: None,
+                cause: None,
             },
             TaskStatus {
                 state: TaskState::Killed,
@@ -594,6 +596,7 @@ mod tests {
                 runner_uid: Some(0),
                 reason: Some("killed by operator".to_owned()),
                 outcome: None,
+                cause: None,
             },
         ];
         let replay = TaskReplay {

@@ -179,6 +179,19 @@ pub struct ProcessStatus {
     /// Thrift 103 (Hearth): start time of `pid` in clock ticks since boot (`/proc/<pid>/stat`
     /// field 22), so a restarted executor can tell the process from a recycled pid.
     pub pid_start_ticks: Option<i64>,
+    /// Thrift 104 (Hearth): why the run failed, typed, when it is a cause tools act on (`reason`
+    /// keeps the human text). See [`ProcessStatus::failure_cause`] for streams without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<FailureCause>,
+}
+
+impl ProcessStatus {
+    /// The typed cause: field 104, or — in streams written before it existed — read from
+    /// `reason` (`oom`).
+    pub fn failure_cause(&self) -> Option<FailureCause> {
+        self.cause
+            .or_else(|| FailureCause::of_run_reason(self.reason.as_deref()?))
+    }
 }
 
 /// `TaskStatus`: one transition of the task.
@@ -198,6 +211,60 @@ pub struct TaskStatus {
     /// decided to end in, so that an executor restarted during teardown finishes it the same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<TaskState>,
+    /// Thrift 102 (Hearth): why the task fails, typed, when it is a cause tools act on (health
+    /// check, disk limit); `reason` keeps the human text. See [`TaskStatus::failure_cause`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<FailureCause>,
+}
+
+impl TaskStatus {
+    /// The typed cause: field 102, or — in streams written before it existed — read from
+    /// `reason` (`Failed health check! …`, `Disk limit exceeded. …`).
+    pub fn failure_cause(&self) -> Option<FailureCause> {
+        self.cause
+            .or_else(|| FailureCause::of_task_reason(self.reason.as_deref()?))
+    }
+}
+
+/// Why a run or a task failed, when it is one of the causes the executor and tools decide on.
+/// Numeric values are the Thrift encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCause {
+    /// The kernel's OOM killer ended the run (reason `oom`).
+    Oom = 1,
+    /// The sandbox outgrew `resources.disk` (`Disk limit exceeded. Reserved X bytes vs used Y
+    /// bytes.`).
+    DiskLimit = 2,
+    /// The health check failed (`Failed health check! …`).
+    HealthCheck = 3,
+}
+
+impl FailureCause {
+    pub fn from_i32(v: i32) -> Option<Self> {
+        match v {
+            1 => Some(FailureCause::Oom),
+            2 => Some(FailureCause::DiskLimit),
+            3 => Some(FailureCause::HealthCheck),
+            _ => None,
+        }
+    }
+
+    /// The legacy rule for a run's reason text.
+    pub fn of_run_reason(reason: &str) -> Option<Self> {
+        (reason == "oom").then_some(FailureCause::Oom)
+    }
+
+    /// The legacy rule for a task's reason text (Aurora's wordings).
+    pub fn of_task_reason(reason: &str) -> Option<Self> {
+        if reason.starts_with("Failed health check!") {
+            Some(FailureCause::HealthCheck)
+        } else if reason.starts_with("Disk limit exceeded") {
+            Some(FailureCause::DiskLimit)
+        } else {
+            None
+        }
+    }
 }
 
 /// Hearth-only (`RunnerCkpt` field 100): a health-check snooze started or ended.
@@ -216,12 +283,131 @@ pub struct SnoozeEvent {
 /// Hearth-only (`RunnerCkpt` field 101): one step of the teardown escalation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TeardownStep {
-    /// Thrift 1: `quitquitquit`, `abortabortabort`, `sigterm`, `sigkill`, `finalize`, `done`.
-    pub step: String,
+    /// Thrift 1 (the name: `quitquitquit`, `sigterm`, …) and Thrift 4 (the kind, i32; absent in
+    /// streams written before it existed, when the name decides: see [`StepKind::from_wire`]).
+    pub step: StepKind,
     /// Thrift 2.
     pub timestamp_ms: i64,
     /// Thrift 3: what happened (`connection refused`, `all processes exited`, ...).
     pub detail: Option<String>,
+}
+
+/// A teardown step. On the wire: its name (Thrift 1) and its kind's code (Thrift 4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// A lifecycle POST; the name is the endpoint without its leading `/` (`quitquitquit`).
+    Post { endpoint: String },
+    /// SIGTERM to the task (`sigterm`).
+    Sigterm,
+    /// SIGKILL to the task (`sigkill`).
+    Sigkill,
+    /// FINALIZING began (`finalize`).
+    Finalize,
+    /// Teardown ended (`done`).
+    Done,
+}
+
+impl StepKind {
+    /// The name written in Thrift 1.
+    pub fn name(&self) -> &str {
+        match self {
+            StepKind::Post { endpoint } => endpoint.trim_start_matches('/'),
+            StepKind::Sigterm => "sigterm",
+            StepKind::Sigkill => "sigkill",
+            StepKind::Finalize => "finalize",
+            StepKind::Done => "done",
+        }
+    }
+
+    /// The code written in Thrift 4.
+    pub fn code(&self) -> i32 {
+        match self {
+            StepKind::Post { .. } => 1,
+            StepKind::Sigterm => 2,
+            StepKind::Sigkill => 3,
+            StepKind::Finalize => 4,
+            StepKind::Done => 5,
+        }
+    }
+
+    /// The kind of a step read from the wire. With a code (Thrift 4), the code decides (`None`
+    /// for an unknown one); without (streams written before it existed) the name does: the five
+    /// fixed names, and any other name is a lifecycle POST to that endpoint.
+    pub fn from_wire(name: &str, code: Option<i32>) -> Option<StepKind> {
+        let post = || StepKind::Post {
+            endpoint: name.to_owned(),
+        };
+        Some(match code {
+            Some(1) => post(),
+            Some(2) => StepKind::Sigterm,
+            Some(3) => StepKind::Sigkill,
+            Some(4) => StepKind::Finalize,
+            Some(5) => StepKind::Done,
+            Some(_) => return None,
+            None => match name {
+                "sigterm" => StepKind::Sigterm,
+                "sigkill" => StepKind::Sigkill,
+                "finalize" => StepKind::Finalize,
+                "done" => StepKind::Done,
+                _ => post(),
+            },
+        })
+    }
+}
+
+/// A task state as reported to the scheduler: Aurora's `ScheduleStatus` names, the ones an
+/// executor reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum ReportState {
+    Starting,
+    Running,
+    Finished,
+    Failed,
+    Killed,
+    Lost,
+    /// A name this build does not know (written by a newer one): kept as read, never re-sent.
+    Unknown(String),
+}
+
+impl ReportState {
+    /// Aurora's name (`RUNNING`, …), as written in Thrift 2.
+    pub fn name(&self) -> &str {
+        match self {
+            ReportState::Starting => "STARTING",
+            ReportState::Running => "RUNNING",
+            ReportState::Finished => "FINISHED",
+            ReportState::Failed => "FAILED",
+            ReportState::Killed => "KILLED",
+            ReportState::Lost => "LOST",
+            ReportState::Unknown(name) => name,
+        }
+    }
+
+    pub fn from_name(name: &str) -> ReportState {
+        match name {
+            "STARTING" => ReportState::Starting,
+            "RUNNING" => ReportState::Running,
+            "FINISHED" => ReportState::Finished,
+            "FAILED" => ReportState::Failed,
+            "KILLED" => ReportState::Killed,
+            "LOST" => ReportState::Lost,
+            other => ReportState::Unknown(other.to_owned()),
+        }
+    }
+}
+
+impl From<ReportState> for String {
+    fn from(s: ReportState) -> String {
+        s.name().to_owned()
+    }
+}
+
+impl From<String> for ReportState {
+    fn from(s: String) -> ReportState {
+        ReportState::from_name(&s)
+    }
 }
 
 /// Hearth-only (`RunnerCkpt` field 102): a task status update for the scheduler, persisted
@@ -232,7 +418,7 @@ pub struct StatusReport {
     pub seq: i64,
     /// Thrift 2: Aurora's state name (`STARTING`, `RUNNING`, `FINISHED`, `FAILED`, `KILLED`,
     /// `LOST`).
-    pub state: String,
+    pub state: ReportState,
     /// Thrift 3.
     pub reason: Option<String>,
     /// Thrift 4.

@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::record::{
-    ProcessState, ProcessStatus, Record, RunnerHeader, SnoozeEvent, StatusReport, TaskState,
-    TaskStatus, TeardownStep,
+    FailureCause, ProcessState, ProcessStatus, Record, RunnerHeader, SnoozeEvent, StatusReport,
+    TaskState, TaskStatus, TeardownStep,
 };
 
 /// One run of one process, as replayed.
@@ -45,6 +45,9 @@ pub struct ProcessRun {
     pub signal: Option<i32>,
     pub reason: Option<String>,
     pub pid_start_ticks: Option<i64>,
+    /// The typed failure cause (see [`ProcessStatus::failure_cause`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<FailureCause>,
 }
 
 /// The replayed state of one task.
@@ -245,6 +248,7 @@ impl TaskReplay {
                 signal: None,
                 reason: None,
                 pid_start_ticks: None,
+                cause: None,
             });
         }
         let Some(run) = runs.last_mut() else {
@@ -263,6 +267,7 @@ impl TaskReplay {
         if p.reason.is_some() {
             run.reason.clone_from(&p.reason);
         }
+        copy(&mut run.cause, p.failure_cause());
         Ok(())
     }
 }

@@ -152,6 +152,8 @@ pub struct CheckpointWriter {
     unsynced: bool,
     fsyncs: u64,
     poisoned: bool,
+    /// Bytes of the file that `pending` follows (the file's length as this writer left it).
+    written: u64,
 }
 
 fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> CheckpointError + 'p {
@@ -196,6 +198,7 @@ impl CheckpointWriter {
             unsynced: false,
             fsyncs: 0,
             poisoned: false,
+            written: 0,
         };
         w.append(&Record::Header(header.clone()))?;
         w.commit()?;
@@ -243,6 +246,7 @@ impl CheckpointWriter {
             unsynced: false,
             fsyncs: 0,
             poisoned: false,
+            written: bytes.len() as u64,
         };
         match framing.end {
             StreamEnd::Clean | StreamEnd::Invalid { .. } => {}
@@ -260,6 +264,7 @@ impl CheckpointWriter {
                     offset
                 };
                 w.file.set_len(keep).map_err(io_err("truncate", path))?;
+                w.written = keep;
                 if keep == 0 {
                     w.pending.extend_from_slice(&file_header());
                 }
@@ -271,10 +276,9 @@ impl CheckpointWriter {
     }
 
     /// Buffer a record. Nothing is written until [`CheckpointWriter::commit`]. Fails if the record
-    /// encodes to more than [`MAX_PAYLOAD`] bytes (nothing is buffered then) or if the writer is
-    /// poisoned.
+    /// encodes to more than [`MAX_PAYLOAD`] bytes (nothing is buffered then). A poisoned writer
+    /// still buffers (see [`CheckpointWriter::recover`]).
     pub fn append(&mut self, record: &Record) -> Result<(), CheckpointError> {
-        self.check_poisoned()?;
         let start = self.pending.len();
         self.pending.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
         codec::encode(record, &mut self.pending);
@@ -327,6 +331,7 @@ impl CheckpointWriter {
                 source,
             });
         }
+        self.written += self.pending.len() as u64;
         self.pending.clear();
         self.unsynced = true;
         Ok(())
@@ -343,6 +348,30 @@ impl CheckpointWriter {
                 source,
             }
         })
+    }
+
+    /// After a failed write or fsync (a full disk, a read-only remount): reopen the stream as
+    /// [`CheckpointWriter::open_append`] does — replay it, cut back a partial frame the failure
+    /// left — keep buffered every frame that did not reach the file, and clear the poison, so
+    /// that the next [`CheckpointWriter::commit`] writes them after the last whole frame. Frames
+    /// that did reach the file are fsynced by that commit. On failure the writer stays poisoned
+    /// and keeps buffering; call again later.
+    pub fn recover(&mut self) -> Result<(), CheckpointError> {
+        let (mut fresh, _) = Self::open_append(&self.path)?;
+        let landed = fresh.written.saturating_sub(self.written);
+        let landed = usize::try_from(landed)
+            .unwrap_or(usize::MAX)
+            .min(self.pending.len());
+        fresh.pending = self.pending.split_off(landed);
+        fresh.unsynced = true;
+        fresh.fsyncs += self.fsyncs;
+        *self = fresh;
+        Ok(())
+    }
+
+    /// Whether a write or fsync failed and [`CheckpointWriter::recover`] has not succeeded since.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
     }
 
     fn check_poisoned(&self) -> Result<(), CheckpointError> {

@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use hearth_checkpoints::record::{
-    ProcessState, ProcessStatus, Record, RunnerHeader, SnoozeEvent, TaskState, TaskStatus,
-    TeardownStep,
+    FailureCause, ProcessState, ProcessStatus, Record, ReportState, RunnerHeader, SnoozeEvent,
+    StatusAck, StatusReport, StepKind, TaskState, TaskStatus, TeardownStep,
 };
 use hearth_checkpoints::stream::{CheckpointWriter, Format, StreamEnd, replay_path};
 
@@ -45,6 +45,7 @@ fn task(state: TaskState, at: i64, reason: Option<&str>) -> Record {
         runner_uid: Some(0),
         reason: reason.map(str::to_owned),
         outcome: None,
+        cause: None,
     })
 }
 
@@ -208,7 +209,7 @@ fn generate() -> TestResult {
     b1.extend(web.start(10));
     let step = |s: &str, at: i64, d: Option<&str>| {
         Record::Teardown(TeardownStep {
-            step: s.to_owned(),
+            step: StepKind::from_wire(s, None).expect("a step name"),
             timestamp_ms: T0 + at,
             detail: d.map(str::to_owned),
         })
@@ -345,10 +346,7 @@ fn golden_killed_records_snoozes_and_every_teardown_step() -> TestResult {
     );
     assert_eq!(t.snoozes[0].expires_ms, Some(T0 + 1_805_000));
     assert_eq!(
-        t.teardown
-            .iter()
-            .map(|s| s.step.as_str())
-            .collect::<Vec<_>>(),
+        t.teardown.iter().map(|s| s.step.name()).collect::<Vec<_>>(),
         [
             "quitquitquit",
             "abortabortabort",
@@ -363,5 +361,153 @@ fn golden_killed_records_snoozes_and_every_teardown_step() -> TestResult {
         (ProcessState::Killed, Some(143), Some(15))
     );
     assert_eq!(states(t, "upload_logs"), [ProcessState::Success]);
+    Ok(())
+}
+
+/// The typed fields added after the first v1 files (teardown step kinds, failure causes, status
+/// reports): `typed.ckpt`, written once by this generator.
+#[test]
+#[ignore = "writes a golden file; run once, then commit it"]
+fn generate_typed() -> TestResult {
+    let (mut web, mut hog) = (Proc::new("web", 700), Proc::new("hog", 800));
+    let report = |seq: i64, state: ReportState, reason: &str, at: i64| {
+        Record::Status(StatusReport {
+            seq,
+            state,
+            reason: Some(reason.to_owned()),
+            timestamp_ms: T0 + at,
+        })
+    };
+    let step = |step: StepKind, at: i64, d: Option<&str>| {
+        Record::Teardown(TeardownStep {
+            step,
+            timestamp_ms: T0 + at,
+            detail: d.map(str::to_owned),
+        })
+    };
+    let mut b1 = vec![
+        task(TaskState::Active, 0, None),
+        report(1, ReportState::Starting, "Initializing sandbox.", 1),
+    ];
+    b1.extend(web.start(10));
+    b1.extend(hog.start(10));
+    let mut oom = hog.end(ProcessState::Failed, 2_000, 137, Some(9), Some("oom"));
+    if let Record::Process(p) = &mut oom {
+        p.cause = Some(FailureCause::Oom);
+    }
+    let b2 = vec![
+        report(2, ReportState::Running, "Task is healthy.", 1_000),
+        Record::StatusAck(StatusAck {
+            seq: 2,
+            detail: None,
+        }),
+        oom,
+    ];
+    let health = "Failed health check! Response code differs from expected response";
+    let cleaning = |state: TaskState, at: i64, reason: Option<&str>| {
+        Record::Task(TaskStatus {
+            state,
+            timestamp_ms: T0 + at,
+            runner_pid: Some(4242),
+            runner_uid: Some(0),
+            reason: reason.map(str::to_owned),
+            outcome: Some(TaskState::Failed),
+            cause: Some(FailureCause::HealthCheck),
+        })
+    };
+    let b3 = vec![
+        cleaning(TaskState::Cleaning, 5_000, Some(health)),
+        step(
+            StepKind::Post {
+                endpoint: "sigterm".into(),
+            },
+            5_001,
+            Some("Connected { status: Some(200) }"),
+        ),
+        step(StepKind::Sigterm, 5_002, None),
+        web.end(
+            ProcessState::Killed,
+            5_100,
+            143,
+            Some(15),
+            Some("killed by the executor (SIGTERM)"),
+        ),
+        cleaning(TaskState::Finalizing, 5_101, None),
+        Record::Task(TaskStatus {
+            cause: Some(FailureCause::HealthCheck),
+            ..match task(TaskState::Failed, 5_102, Some(health)) {
+                Record::Task(t) => t,
+                _ => unreachable!(),
+            }
+        }),
+        report(3, ReportState::Failed, health, 5_103),
+    ];
+    write("typed.ckpt", "www-data/prod/web/1-typed", vec![b1, b2, b3])
+}
+
+#[test]
+fn golden_typed_fields_replay_as_written() -> TestResult {
+    let r = load("typed.ckpt")?;
+    let t = &r.replay;
+    assert_eq!(t.state(), TaskState::Failed);
+    assert_eq!(
+        t.teardown
+            .iter()
+            .map(|s| s.step.clone())
+            .collect::<Vec<_>>(),
+        [
+            // A lifecycle endpoint that happens to be named like a step stays a POST.
+            StepKind::Post {
+                endpoint: "sigterm".into()
+            },
+            StepKind::Sigterm
+        ]
+    );
+    assert_eq!(
+        t.reports
+            .iter()
+            .map(|r| r.state.clone())
+            .collect::<Vec<_>>(),
+        [
+            ReportState::Starting,
+            ReportState::Running,
+            ReportState::Failed
+        ]
+    );
+    assert_eq!(t.reports_acked, 2);
+    assert_eq!(t.processes["hog"][0].cause, Some(FailureCause::Oom));
+    let last = t.statuses.last().expect("a task status");
+    assert_eq!(last.cause, Some(FailureCause::HealthCheck));
+    Ok(())
+}
+
+#[test]
+fn golden_files_without_typed_fields_read_the_same_types_from_their_text() -> TestResult {
+    // Written before the typed fields existed: the kinds and causes come from the names.
+    let killed = load("killed.ckpt")?;
+    let kinds: Vec<_> = killed
+        .replay
+        .teardown
+        .iter()
+        .map(|s| s.step.clone())
+        .collect();
+    let post = |e: &str| StepKind::Post {
+        endpoint: e.to_owned(),
+    };
+    assert_eq!(
+        kinds,
+        [
+            post("quitquitquit"),
+            post("abortabortabort"),
+            StepKind::Sigterm,
+            StepKind::Finalize,
+            StepKind::Done
+        ]
+    );
+    let retries = load("retries.ckpt")?;
+    let hog = retries.replay.processes["hog"].last().expect("a run");
+    assert_eq!(hog.reason.as_deref(), Some("oom"));
+    assert_eq!(hog.cause, Some(FailureCause::Oom));
+    assert!(retries.replay.statuses.iter().all(|s| s.cause.is_none()));
     Ok(())
 }

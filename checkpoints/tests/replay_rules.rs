@@ -184,6 +184,7 @@ fn the_header_may_follow_a_status_but_only_once() -> TestResult {
         runner_uid: None,
         reason: None,
         outcome: None,
+        cause: None,
     });
     let header = Record::Header(RunnerHeader {
         task_id: "t".to_owned(),
@@ -209,6 +210,7 @@ fn the_task_state_is_the_last_status_or_active() -> TestResult {
             runner_uid: None,
             reason: None,
             outcome: None,
+            cause: None,
         })
     };
     let t = apply_all(&[

@@ -29,6 +29,7 @@ fn status(at: i64) -> Record {
         runner_uid: None,
         reason: None,
         outcome: None,
+        cause: None,
     })
 }
 
@@ -250,6 +251,7 @@ fn an_oversized_record_is_refused_and_nothing_is_buffered() -> TestResult {
         runner_uid: None,
         reason: Some("x".repeat(MAX_PAYLOAD)),
         outcome: None,
+        cause: None,
     });
     let err = w.append(&big);
     assert!(

@@ -6,6 +6,7 @@
 pub mod cgroup;
 pub mod control;
 pub mod disk;
+pub mod failpoint;
 pub mod health;
 pub mod keeper;
 pub mod planner;
@@ -17,8 +18,8 @@ pub mod supervise;
 pub use prepare::RunOptions;
 
 /// `hearth run`: prepare the task, then supervise it until it ends. Returns the exit code:
-/// 0 SUCCESS, 1 FAILED, 2 invalid config or usage (nothing created), 3 KILLED, 4 LOST (the
-/// executor could not go on supervising).
+/// 0 SUCCESS, 1 FAILED (or could not be started), 2 invalid config or usage (nothing created),
+/// 3 KILLED, 4 LOST (the executor could not go on supervising), 5 internal error (a bug).
 ///
 /// Status reports carry the token of the file [`report::TOKEN_FILE_ENV`] names, if it is set
 /// (see [`run_with_token_file`]).
@@ -73,7 +74,7 @@ pub fn run_with_token_file(opts: &RunOptions, token_file: Option<&std::path::Pat
         }
         Err(e) => {
             eprintln!("hearth: {}", error_chain(&e));
-            return if e.is_usage() { 2 } else { 1 };
+            return e.exit_code();
         }
     };
     match runtime.block_on(supervise::supervise(

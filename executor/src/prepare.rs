@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use hearth_checkpoints::config::template::{self, Bindings};
 use hearth_checkpoints::config::{self, TaskConfig};
-use hearth_checkpoints::record::{Record, RunnerHeader, StatusReport, TaskState, TaskStatus};
+use hearth_checkpoints::record::{
+    Record, ReportState, RunnerHeader, StatusReport, TaskState, TaskStatus,
+};
 use hearth_checkpoints::replay::TaskReplay;
 use hearth_checkpoints::root::{self, Root, TaskPlace};
 use hearth_checkpoints::stream::{self, CheckpointWriter};
@@ -81,8 +83,18 @@ pub fn read_launch(path: &Path) -> Option<LaunchRecord> {
 pub enum PrepareError {
     #[error("invalid task config {path}:\n{errors}")]
     Config { path: PathBuf, errors: String },
+    /// The caller's mistake (a flag, a user that does not exist).
     #[error("{0}")]
     Usage(String),
+    /// A bug in the executor, not the caller's mistake: exit code 5.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+    #[error("user {name:?}: cannot look it up")]
+    UserLookup {
+        name: String,
+        #[source]
+        source: nix::Error,
+    },
     #[error("task {task_id:?} is already run by executor pid {pid} (pass --force to take it over)")]
     Owned { task_id: String, pid: i32 },
     #[error("task {task_id:?} already ended {state}; choose another --task-id")]
@@ -123,6 +135,16 @@ impl PrepareError {
                 | PrepareError::Owned { .. }
                 | PrepareError::AlreadyFinished { .. }
         ) || matches!(self, PrepareError::Root(e) if e.is_usage())
+    }
+
+    /// The exit code of `hearth run` for this error: 2 for the caller's mistakes, 5 for an
+    /// internal error, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PrepareError::Internal(_) => 5,
+            e if e.is_usage() => 2,
+            _ => 1,
+        }
     }
 }
 
@@ -337,11 +359,12 @@ pub fn prepare_with_token_file(
                     runner_uid: Some(nix::unistd::getuid().as_raw() as i32),
                     reason: None,
                     outcome: None,
+                    cause: None,
                 }),
                 // Thermos's first status, written before the sandbox exists.
                 Record::Status(StatusReport {
                     seq: 1,
-                    state: "STARTING".to_owned(),
+                    state: ReportState::Starting,
                     reason: Some("Initializing sandbox.".to_owned()),
                     timestamp_ms: launch_ms,
                 }),
@@ -403,8 +426,8 @@ pub fn prepare_with_token_file(
 /// outlives us, and a restarted executor reaches it through the same socket.
 fn start_keeper(paths: &KeeperPaths) -> Result<(), PrepareError> {
     if !crate::spawn::is_single_threaded() {
-        return Err(PrepareError::Usage(
-            "internal error: the keeper must be forked before any thread starts".into(),
+        return Err(PrepareError::Internal(
+            "the keeper must be forked before any thread starts",
         ));
     }
     let listener = keeper::bind_socket(&paths.socket)
@@ -569,7 +592,10 @@ fn resolve_user(opts: &RunOptions, task: &TaskConfig) -> Result<TaskUser, Prepar
     match wanted {
         Some(name) => {
             let u = nix::unistd::User::from_name(&name)
-                .map_err(|e| PrepareError::Usage(format!("user {name:?}: cannot look it up: {e}")))?
+                .map_err(|source| PrepareError::UserLookup {
+                    name: name.clone(),
+                    source,
+                })?
                 .ok_or_else(|| {
                     PrepareError::Usage(format!(
                         "user {name:?} does not exist on this host (the task's role); pass \

@@ -100,6 +100,8 @@ fn wait_until(what: &str, mut done: impl FnMut() -> Result<bool, Box<dyn Error>>
         if Instant::now() >= deadline {
             return Err(format!("timed out after {DEADLINE:?} waiting until {what}").into());
         }
+        // A plain test thread, no runtime.
+        #[allow(clippy::disallowed_methods)]
         thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }

@@ -83,6 +83,7 @@ fn write_task(root: &Root, sandboxes: &Path, i: usize, active: bool) -> Result<S
         runner_uid: Some(0),
         reason: None,
         outcome: None,
+        cause: None,
     }))?;
     for (k, name) in names.iter().enumerate() {
         let runs = if *name == "server" { 2 } else { 1 };
@@ -136,6 +137,7 @@ fn write_task(root: &Root, sandboxes: &Path, i: usize, active: bool) -> Result<S
             runner_uid: Some(0),
             reason: None,
             outcome: None,
+            cause: None,
         }))?;
     }
     w.commit()?;

@@ -112,7 +112,25 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(api::health))
         .fallback(fallback)
         .layer(axum::middleware::from_fn(guard_path))
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// Log every request at debug, and every server error (5xx) at error, with its method, path,
+/// status and duration.
+async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let start = std::time::Instant::now();
+    let response = next.run(req).await;
+    let status = response.status();
+    let micros = start.elapsed().as_micros();
+    if status.is_server_error() {
+        tracing::error!(%method, path, status = status.as_u16(), micros, "request failed");
+    } else {
+        tracing::debug!(%method, path, status = status.as_u16(), micros, "request");
+    }
+    response
 }
 
 /// Refuse, before routing, a URL path that does not percent-decode to UTF-8 or that holds a NUL

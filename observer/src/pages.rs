@@ -402,7 +402,7 @@ pub async fn task_page(State(obs): State<AppState>, Path(task_id): Path<String>)
             h2 { "Teardown" }
             table { tr { th { "Step" } th { "Time" } th { "Detail" } }
                 @for t in &replay.teardown {
-                    tr { td { (t.step) } td { (fmt_ms(Some(t.timestamp_ms))) } td { (t.detail.as_deref().unwrap_or("")) } }
+                    tr { td { (t.step.name()) } td { (fmt_ms(Some(t.timestamp_ms))) } td { (t.detail.as_deref().unwrap_or("")) } }
                 }
             }
         }

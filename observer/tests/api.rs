@@ -213,6 +213,7 @@ async fn appended_records_are_read_incrementally() -> TestResult {
         runner_uid: None,
         reason: None,
         outcome: None,
+        cause: None,
     }))?;
     w.commit()?;
     let size_after = std::fs::metadata(fx.root.runner_path("grow"))?.len();
@@ -242,6 +243,7 @@ async fn torn_tail_is_reread_once_complete() -> TestResult {
         runner_uid: None,
         reason: Some("boom".into()),
         outcome: None,
+        cause: None,
     }))?;
     sw.commit()?;
     let all = std::fs::read(&scratch)?;

@@ -52,6 +52,7 @@ async fn new_growing_and_finishing_tasks_are_seen_through_inotify() -> TestResul
         runner_uid: None,
         reason: None,
         outcome: None,
+        cause: None,
     }))?;
     w.commit()?;
     wait_until("the appended status to be replayed", || {

@@ -353,7 +353,11 @@ impl Env {
 
 /// The states of the status updates written for the scheduler, in seq order.
 pub fn report_states(replay: &TaskReplay) -> Vec<String> {
-    replay.reports.iter().map(|r| r.state.clone()).collect()
+    replay
+        .reports
+        .iter()
+        .map(|r| r.state.name().to_owned())
+        .collect()
 }
 
 /// The timestamp of the first task status in `state`.

@@ -875,6 +875,9 @@ fn poll_until(
         if now >= deadline {
             return Ok(false);
         }
+        // Blocking on purpose: cgroup polling runs in the keeper, in `prepare` before the
+        // runtime starts, or on tokio's blocking pool (see `supervise::teardown`).
+        #[allow(clippy::disallowed_methods)]
         thread::sleep(pause.min(deadline - now));
         pause = (pause * 2).min(MAX_POLL_PAUSE);
     }

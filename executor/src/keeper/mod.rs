@@ -146,6 +146,9 @@ pub fn rename_process(task_id: &str) {
 ///
 /// `listener` is the keeper's socket, bound by the executor before the fork: the executor can
 /// then connect at once, its connection waiting in the backlog until the keeper accepts it.
+/// How often held exits are retried while the keeper stream cannot be written.
+const HELD_RETRY: Duration = Duration::from_millis(250);
+
 pub fn run(paths: &KeeperPaths, listener: UnixListener) -> i32 {
     match Keeper::start(paths, listener).and_then(|mut k| k.serve()) {
         Ok(()) => 0,
@@ -172,6 +175,9 @@ struct Keeper {
     children: BTreeMap<i32, Running>,
     /// Exits written to the stream but not acknowledged by the executor.
     unacked: Vec<Exit>,
+    /// Exits reaped but not yet durable (the stream's disk is full or read-only): reported once
+    /// a retried commit succeeds.
+    held: Vec<Exit>,
     shutting_down: bool,
     /// Rotators whose process has exited but whose pipe still has writers (descendants).
     orphan_rotators: Vec<Rotator>,
@@ -242,6 +248,7 @@ impl Keeper {
             dev_null,
             children: BTreeMap::new(),
             unacked: Vec::new(),
+            held: Vec::new(),
             shutting_down: false,
             orphan_rotators: Vec::new(),
             console_out,
@@ -252,7 +259,7 @@ impl Keeper {
     fn serve(&mut self) -> io::Result<()> {
         let mut idle_since = std::time::Instant::now();
         loop {
-            if self.shutting_down && self.children.is_empty() {
+            if self.shutting_down && self.children.is_empty() && self.held.is_empty() {
                 self.drain_orphan_rotators();
                 self.send(&Reply::Bye);
                 let _ = std::fs::remove_file(&self.paths.socket);
@@ -260,7 +267,7 @@ impl Keeper {
             }
             // Nothing to keep and nobody to tell: a keeper whose executor is gone for good does
             // not linger. Every exit it saw is in its stream, where a later executor finds it.
-            let idle = self.children.is_empty() && self.client.is_none();
+            let idle = self.children.is_empty() && self.client.is_none() && self.held.is_empty();
             if !idle {
                 idle_since = std::time::Instant::now();
             } else if idle_since.elapsed() >= IDLE_EXIT {
@@ -271,6 +278,12 @@ impl Keeper {
                 IDLE_EXIT.saturating_sub(idle_since.elapsed())
             } else {
                 Duration::MAX
+            };
+            self.flush_held();
+            let timeout = if self.held.is_empty() {
+                timeout
+            } else {
+                timeout.min(HELD_RETRY)
             };
             let (listener_ready, client_ready, signals_ready, rotate_ready) = self.wait(timeout)?;
             if signals_ready {
@@ -376,7 +389,7 @@ impl Keeper {
         let mut requests = Vec::new();
         while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = buf.drain(..=nl).collect();
-            requests.push(protocol::decode::<Request>(&line[..line.len() - 1]));
+            requests.push(protocol::parse_request(&line[..line.len() - 1]));
         }
         if buf.len() > 16 * 1024 * 1024 {
             closed = true;
@@ -393,7 +406,7 @@ impl Keeper {
                     replies.push(match other {
                         Ok(r) => self.handle(r),
                         Err(e) => Reply::Error {
-                            error: format!("bad request: {e}"),
+                            error: e.to_string(),
                         },
                     });
                 }
@@ -404,7 +417,12 @@ impl Keeper {
         // fsynced: a crash of the keeper loses nothing written, and a crash of the machine ends
         // the processes they describe as well. The executor makes each start durable in its own
         // stream before reporting it; the keeper's next exit commit syncs these too.
-        self.writer.write_out().map_err(io::Error::other)?;
+        if let Err(e) = self.writer.write_out() {
+            // The spawns happened: report them. Their records stay buffered and are written
+            // with the next exits once the disk takes them again.
+            eprintln!("hearth-keeper: cannot write spawn records yet: {e}");
+            let _ = self.writer.recover();
+        }
         for r in &replies {
             self.send(r);
         }
@@ -423,10 +441,13 @@ impl Keeper {
                         error: "spawn produced no reply".into(),
                     })
             }
-            Request::Hello => Reply::State {
+            // Any version's hello gets this keeper's version: the executor decides whether it
+            // can adopt it.
+            Request::Hello { .. } => Reply::State {
                 keeper_pid: std::process::id() as i32,
                 children: self.children.values().map(|r| r.child.clone()).collect(),
                 exits: self.unacked.clone(),
+                version: Some(protocol::PROTOCOL_VERSION),
             },
             Request::Ack { process, run } => {
                 self.unacked
@@ -756,15 +777,34 @@ impl Keeper {
                 .map_err(io::Error::other)?;
             exits.push(exit);
         }
-        if exits.is_empty() {
-            return Ok(());
+        self.held.extend(exits);
+        self.flush_held();
+        Ok(())
+    }
+
+    /// Make the held exits durable, then tell the executor. A failing disk (full, read-only)
+    /// does not end the keeper: the exits stay held, a partial frame is cut back, and the serve
+    /// loop retries every [`HELD_RETRY`].
+    fn flush_held(&mut self) {
+        if self.held.is_empty() {
+            return;
         }
-        self.writer.commit().map_err(io::Error::other)?;
+        if self.writer.is_poisoned()
+            && let Err(e) = self.writer.recover()
+        {
+            eprintln!("hearth-keeper: cannot reopen the keeper stream yet: {e}");
+            return;
+        }
+        if let Err(e) = self.writer.commit() {
+            eprintln!("hearth-keeper: cannot write exits yet, holding them: {e}");
+            let _ = self.writer.recover();
+            return;
+        }
+        let exits = std::mem::take(&mut self.held);
         for e in &exits {
             self.send(&Reply::Exited(e.clone()));
         }
         self.unacked.extend(exits);
-        Ok(())
     }
 
     fn send(&mut self, reply: &Reply) {

@@ -4,6 +4,21 @@
 //! each request with exactly one [`Reply`] in order, and in between may send unsolicited
 //! [`Reply::Exited`] events. An exit is written durably to the keeper's stream *before* it is sent,
 //! and is resent on every new connection until the executor acknowledges it with [`Request::Ack`].
+//!
+//! # Versions
+//!
+//! The keeper outlives the executor, and the `hearth` binary can be replaced while a task runs: a
+//! new executor must then adopt a keeper forked from the old binary. [`Request::Hello`] carries the
+//! executor's [`PROTOCOL_VERSION`] and [`Reply::State`] the keeper's; a keeper that says none speaks
+//! version 1 (a version-1 keeper ignores the field in `hello`). An executor adopts keepers of
+//! [`OLDEST_SUPPORTED`]`..=`[`PROTOCOL_VERSION`]. Version 1 is recorded in
+//! `testdata/keeper/protocol-v1.jsonl`, which the tests replay.
+//!
+//! * 1: the first protocol.
+//! * 2: `hello` and `state` carry the version. No other change.
+//!
+//! A message that does not parse, or that is not what was expected, is a [`ProtocolError`] naming
+//! what was expected and what came.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -16,6 +31,50 @@ use serde::{Deserialize, Serialize};
 pub fn decode<T: DeserializeOwned>(line: &[u8]) -> serde_json::Result<T> {
     let value: serde_json::Value = serde_json::from_slice(line)?;
     T::deserialize(value)
+}
+
+/// The protocol this build speaks.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest keeper protocol this build's executor adopts.
+pub const OLDEST_SUPPORTED: u32 = 1;
+
+/// A protocol violation on the keeper's socket.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("expected {expected}, received an unparsable message {received:?}: {detail}")]
+    Unparsable {
+        expected: &'static str,
+        received: String,
+        detail: String,
+    },
+    #[error("expected {expected}, received {received}")]
+    UnexpectedMessage {
+        expected: &'static str,
+        received: String,
+    },
+    #[error(
+        "the keeper speaks protocol version {keeper}; this executor supports {OLDEST_SUPPORTED} to {PROTOCOL_VERSION}"
+    )]
+    UnsupportedVersion { keeper: u32 },
+}
+
+/// Parse one line from the keeper.
+pub fn parse_reply(line: &[u8]) -> Result<Reply, ProtocolError> {
+    decode(line).map_err(|e| ProtocolError::Unparsable {
+        expected: "a keeper reply",
+        received: String::from_utf8_lossy(line).into_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// Parse one line from the executor.
+pub fn parse_request(line: &[u8]) -> Result<Request, ProtocolError> {
+    decode(line).map_err(|e| ProtocolError::Unparsable {
+        expected: "an executor request",
+        received: String::from_utf8_lossy(line).into_owned(),
+        detail: e.to_string(),
+    })
 }
 
 /// How a process of the task is to be started. Everything is prepared by the executor, so the
@@ -71,7 +130,11 @@ pub enum Request {
     /// Start a process. Answered by [`Reply::Spawned`] or [`Reply::SpawnFailed`].
     Spawn(SpawnSpec),
     /// Who is alive, and which exits are not acknowledged yet. Answered by [`Reply::State`].
-    Hello,
+    /// `version`: the executor's protocol version (absent in version 1).
+    Hello {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u32>,
+    },
     /// The executor has recorded this exit durably; the keeper may forget it. Answered by
     /// [`Reply::Done`].
     Ack { process: String, run: u32 },
@@ -132,6 +195,9 @@ pub enum Reply {
         keeper_pid: i32,
         children: Vec<Child>,
         exits: Vec<Exit>,
+        /// The keeper's protocol version (absent: version 1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u32>,
     },
     Signalled {
         process: String,
@@ -152,23 +218,128 @@ pub enum Reply {
     },
 }
 
+impl Request {
+    /// The `hello` of this build.
+    pub fn hello() -> Request {
+        Request::Hello {
+            version: Some(PROTOCOL_VERSION),
+        }
+    }
+}
+
+impl Reply {
+    /// The message's name on the wire (`state`, `exited`, …), for errors.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Reply::Spawned(_) => "spawned",
+            Reply::SpawnFailed { .. } => "spawn_failed",
+            Reply::State { .. } => "state",
+            Reply::Signalled { .. } => "signalled",
+            Reply::SignalledAll { .. } => "signalled_all",
+            Reply::Done => "done",
+            Reply::Exited(_) => "exited",
+            Reply::Bye => "bye",
+            Reply::Error { .. } => "error",
+        }
+    }
+}
+
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
+    const TRANSCRIPT_V1: &str = include_str!("../../../testdata/keeper/protocol-v1.jsonl");
+
     #[test]
-    fn decodes_messages_with_numbers_through_a_value() {
-        let r: Reply = decode(br#"{"op":"signalled_all","signalled":3}"#).unwrap();
-        assert_eq!(r, Reply::SignalledAll { signalled: 3 });
-        let q: Request = decode(br#"{"op":"ack","process":"a","run":2}"#).unwrap();
-        assert_eq!(
-            q,
-            Request::Ack {
-                process: "a".into(),
-                run: 2
+    fn messages_with_numbers_parse_whatever_serde_json_features_the_build_has() {
+        assert!(matches!(
+            parse_reply(br#"{"op":"signalled_all","signalled":3}"#),
+            Ok(Reply::SignalledAll { signalled: 3 })
+        ));
+        assert!(matches!(
+            parse_request(br#"{"op":"ack","process":"a","run":2}"#),
+            Ok(Request::Ack { run: 2, .. })
+        ));
+        assert!(parse_request(b"{").is_err());
+    }
+
+    /// The transcript's lines: `(true, json)` for a request, `(false, json)` for a reply.
+    fn transcript() -> Vec<(bool, &'static str)> {
+        TRANSCRIPT_V1
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| match l.split_at(2) {
+                ("> ", json) => (true, json),
+                ("< ", json) => (false, json),
+                _ => panic!("bad transcript line {l:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_reply_of_a_version_1_keeper_parses() {
+        let replies: Vec<Reply> = transcript()
+            .into_iter()
+            .filter(|(req, _)| !req)
+            .map(|(_, json)| parse_reply(json.as_bytes()))
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(replies.len(), 10);
+        let Reply::State { version, .. } = &replies[0] else {
+            panic!("{:?}", replies[0]);
+        };
+        assert_eq!(*version, None, "a version-1 keeper says no version");
+    }
+
+    #[test]
+    fn every_request_of_a_version_1_executor_parses_except_the_unknown_one() {
+        for (json, is_request) in transcript().into_iter().map(|(r, j)| (j, r)) {
+            if !is_request {
+                continue;
             }
+            let parsed = parse_request(json.as_bytes());
+            if json.contains("no_such_request") {
+                let Err(ProtocolError::Unparsable { received, .. }) = parsed else {
+                    panic!("{parsed:?}");
+                };
+                assert_eq!(received, json);
+            } else if let Err(e) = parsed {
+                panic!("{e}");
+            }
+        }
+    }
+
+    /// The version-1 keeper's request type, as it was (its `hello` was a unit variant).
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(tag = "op", rename_all = "snake_case")]
+    enum RequestV1 {
+        Hello,
+    }
+
+    #[test]
+    fn a_version_1_keeper_reads_this_builds_hello() {
+        let line = serde_json::to_string(&Request::hello()).unwrap_or_default();
+        assert_eq!(line, r#"{"op":"hello","version":2}"#);
+        let v1: Result<RequestV1, _> = serde_json::from_str(&line);
+        assert_eq!(v1.ok(), Some(RequestV1::Hello));
+    }
+
+    #[test]
+    fn a_version_1_hello_still_reaches_this_keeper() {
+        assert_eq!(
+            parse_request(br#"{"op":"hello"}"#),
+            Ok(Request::Hello { version: None })
         );
-        assert!(decode::<Request>(b"{").is_err());
+    }
+
+    #[test]
+    fn an_unparsable_reply_names_what_was_expected_and_what_came() {
+        let e = parse_reply(b"{\"op\":\"exploded\"}").expect_err("not a reply");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("expected a keeper reply, received"),
+            "{text}"
+        );
+        assert!(text.contains("exploded"), "{text}");
     }
 }

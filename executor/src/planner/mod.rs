@@ -68,7 +68,7 @@ use std::fmt;
 use std::time::Duration;
 
 use hearth_checkpoints::config::TaskConfig;
-use hearth_checkpoints::record::{ProcessState, TaskState};
+use hearth_checkpoints::record::{FailureCause, ProcessState, TaskState};
 use hearth_checkpoints::replay::{ProcessRun, TaskReplay};
 use tokio::time::Instant;
 
@@ -135,7 +135,7 @@ impl Outcome {
     /// [`Outcome::process_state`] and [`Outcome::recorded_reason`]; a KILLED run is the executor's
     /// doing unless its reason says `oom` (legacy Thermos streams record every signal as KILLED).
     pub fn from_run(run: &ProcessRun) -> Option<Outcome> {
-        let oom = run.reason.as_deref() == Some(REASON_OOM);
+        let oom = run.cause == Some(FailureCause::Oom);
         match run.state {
             ProcessState::Waiting | ProcessState::Forked | ProcessState::Running => None,
             ProcessState::Success => Some(Outcome::Success),

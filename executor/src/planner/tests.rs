@@ -515,6 +515,7 @@ fn replay_run(run: u32, state: ProcessState, stop_time: Option<f64>) -> ProcessR
         signal: None,
         reason: None,
         pid_start_ticks: None,
+        cause: None,
     }
 }
 
@@ -556,6 +557,7 @@ fn recovers_mid_run_state_from_replay() -> TestResult {
             runner_uid: None,
             reason: None,
             outcome: None,
+            cause: None,
         }],
         ..TaskReplay::default()
     };
@@ -630,6 +632,7 @@ fn replay_resumes_the_final_stage() -> TestResult {
         runner_uid: None,
         reason: None,
         outcome: None,
+        cause: None,
     };
     let replay = TaskReplay {
         processes,
@@ -659,6 +662,8 @@ fn outcomes_survive_a_round_trip_through_the_checkpoint() {
     for outcome in outcomes {
         let mut recorded = replay_run(0, outcome.process_state(), None);
         recorded.reason = outcome.recorded_reason().map(str::to_owned);
+        recorded.cause =
+            (outcome == Outcome::Oom).then_some(hearth_checkpoints::record::FailureCause::Oom);
         recorded.return_code = match outcome {
             Outcome::Failed { return_code } => Some(return_code),
             _ => None,

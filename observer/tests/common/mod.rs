@@ -144,6 +144,7 @@ impl Fixture {
             runner_uid: Some(0),
             reason: None,
             outcome: None,
+            cause: None,
         }))?;
         let t0 = spec.launch_ms as f64 / 1000.0;
         for (name, runs) in &spec.processes {
@@ -192,6 +193,7 @@ impl Fixture {
                 runner_uid: Some(0),
                 reason: None,
                 outcome: None,
+                cause: None,
             }))?;
         }
         w.commit()?;
