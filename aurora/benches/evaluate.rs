@@ -6,6 +6,9 @@
 //! cargo build --release -p hearth-aurora --example aurora_eval
 //! cargo bench -p hearth-aurora --bench evaluate
 //! ```
+//!
+//! With `HEARTH_BIN=target/release/hearth` it also times `hearth validate FILE` (start, evaluate
+//! and check every job, print, exit), the command people run.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -97,10 +100,16 @@ fn in_process(path: &Path, jobs: usize) -> Duration {
 /// Wall time of a whole process that evaluates the file and prints every job's JSON: an upper
 /// bound of its process (CPU) time, start-up included.
 fn whole_process(bin: &Path, path: &Path) -> Duration {
+    whole_command(bin, &[], path)
+}
+
+/// Like [`whole_process`], for `bin ARGS... FILE`.
+fn whole_command(bin: &Path, args: &[&str], path: &Path) -> Duration {
     let mut times = Vec::new();
     for _ in 0..RUNS {
         let t = Instant::now();
         let status = Command::new(bin)
+            .args(args)
             .arg(path)
             .env("USER", "bench")
             .stdout(Stdio::null())
@@ -163,6 +172,17 @@ fn main() {
             "process      skipped: build it first with \
              `cargo build --release -p hearth-aurora --example aurora_eval`"
         ),
+    }
+    if let Some(hearth) = std::env::var_os("HEARTH_BIN").map(PathBuf::from) {
+        println!(
+            "hearth validate typical, start to exit:    {:>10.2?}   ({})",
+            whole_command(&hearth, &["validate"], &typical_path),
+            hearth.display()
+        );
+        println!(
+            "hearth validate 1,000 jobs, start to exit: {:>10.2?}",
+            whole_command(&hearth, &["validate"], &thousand_path)
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
