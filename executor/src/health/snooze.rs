@@ -73,6 +73,13 @@ pub fn parse_snooze(content: &str, mtime_ms: i64) -> SnoozeSpec {
 
 /// Parse a duration such as `90s`, `30m`, `2h`, `1d`, `1h30m` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
+    parse_duration_units(text, false)
+}
+
+/// [`parse_duration`], also taking milliseconds (`500ms`, `1s500ms`) when `with_ms`: the one
+/// duration parser of the command line's flags and of the snooze file (which takes whole
+/// seconds only).
+pub fn parse_duration_units(text: &str, with_ms: bool) -> Option<Duration> {
     let text = text.trim();
     if text.is_empty() {
         return None;
@@ -80,7 +87,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return text.parse::<u64>().ok().map(Duration::from_secs);
     }
-    let mut total: u64 = 0;
+    let mut total_ms: u64 = 0;
     let mut rest = text;
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
@@ -90,17 +97,18 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         let value: u64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = match &rest[..unit_len] {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
+        let unit_ms = match &rest[..unit_len] {
+            "ms" if with_ms => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
             _ => return None,
         };
         rest = &rest[unit_len..];
-        total = total.checked_add(value.checked_mul(unit)?)?;
+        total_ms = total_ms.checked_add(value.checked_mul(unit_ms)?)?;
     }
-    Some(Duration::from_secs(total))
+    Some(Duration::from_millis(total_ms))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date.
