@@ -89,15 +89,7 @@ impl CoreHandle {
         &self,
         f: impl FnOnce(&mut State, i64) -> R + Send + 'static,
     ) -> Result<R, CoreGone> {
-        let (tx, rx) = oneshot::channel();
-        let op: Op = Box::new(move |s, now| {
-            let r = f(s, now);
-            Box::new(move || {
-                let _ = tx.send(r);
-            })
-        });
-        self.tx.send(op).map_err(|_| CoreGone)?;
-        rx.await.map_err(|_| CoreGone)
+        self.send(f)?.await.map_err(|_| CoreGone)
     }
 
     /// Like [`CoreHandle::call`], from a thread that is not in the runtime (benchmarks).
@@ -105,15 +97,7 @@ impl CoreHandle {
         &self,
         f: impl FnOnce(&mut State, i64) -> R + Send + 'static,
     ) -> Result<R, CoreGone> {
-        let (tx, rx) = oneshot::channel();
-        let op: Op = Box::new(move |s, now| {
-            let r = f(s, now);
-            Box::new(move || {
-                let _ = tx.send(r);
-            })
-        });
-        self.tx.send(op).map_err(|_| CoreGone)?;
-        rx.blocking_recv().map_err(|_| CoreGone)
+        self.send(f)?.blocking_recv().map_err(|_| CoreGone)
     }
 
     /// Queue `f` and return a receiver for its result without waiting (pipelined callers).
