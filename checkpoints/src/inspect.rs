@@ -47,6 +47,7 @@ pub fn to_json(task: &LoadedTask) -> Value {
             "acknowledged": r.seq <= replay.reports_acked,
         })).collect::<Vec<_>>(),
         "stream": stream_json(&task.replayed),
+        "condition": task.condition,
     })
 }
 
@@ -60,6 +61,9 @@ pub fn render_text(task: &LoadedTask) -> String {
         clean(&task.task_id),
         replay.state().name()
     );
+    if let Some(c) = &task.condition {
+        let _ = writeln!(out, "WARNING: {}", clean(&c.summary(format_time_ms)));
+    }
     if let Some(warning) = stream_warning(&task.replayed) {
         let _ = writeln!(out, "warning: {warning}");
     }
@@ -153,7 +157,8 @@ pub fn render_text(task: &LoadedTask) -> String {
 
 /// Tasks as a JSON list of `{"task_id", "state", "launch_time_ms", "processes": {NAME: STATE}}`
 /// (the state of each process's latest run), plus `"stream"`: `clean`, `torn`, `corrupt` or
-/// `invalid`.
+/// `invalid`, and `"condition"`: the live [`Condition`](crate::condition::Condition), only when
+/// there is one.
 pub fn status_json(tasks: &[LoadedTask]) -> Value {
     tasks
         .iter()
@@ -162,13 +167,17 @@ pub fn status_json(tasks: &[LoadedTask]) -> Value {
             let processes: Map<String, Value> = latest_states(task)
                 .map(|(name, state)| (name.to_owned(), Value::from(state)))
                 .collect();
-            json!({
+            let mut row = json!({
                 "task_id": task.task_id,
                 "state": replay.state().name(),
                 "launch_time_ms": replay.header.as_ref().map(|h| h.launch_time_ms),
                 "processes": processes,
                 "stream": end_kind(&task.replayed.end),
-            })
+            });
+            if let Some(c) = &task.condition {
+                row["condition"] = json!(c);
+            }
+            row
         })
         .collect()
 }
@@ -184,6 +193,9 @@ pub fn render_status_text(tasks: &[LoadedTask]) -> String {
         let mut state = replay.state().name().to_owned();
         if !matches!(task.replayed.end, StreamEnd::Clean) {
             let _ = write!(state, " ({} stream)", end_kind(&task.replayed.end));
+        }
+        if let Some(c) = &task.condition {
+            let _ = write!(state, " ({}!)", c.kind.describe());
         }
         let processes: Vec<String> = latest_states(task)
             .map(|(name, state)| format!("{}={state}", clean(name)))
@@ -622,6 +634,7 @@ mod tests {
             },
             runner_path: PathBuf::from("/root/checkpoints/t-1/runner"),
             place: None,
+            condition: None,
         }
     }
 
@@ -679,6 +692,34 @@ mod tests {
                  replayed the 12 records before it"
             )
         );
+    }
+
+    #[test]
+    fn a_live_condition_leads_the_text_and_shows_in_json_and_status() {
+        use crate::condition::{Condition, ConditionKind};
+        let mut task = sample();
+        assert_eq!(to_json(&task)["condition"], Value::Null);
+        task.condition = Some(Condition {
+            kind: ConditionKind::CheckpointWritesFailing,
+            message: "No space left on device (os error 28)".to_owned(),
+            since_ms: 1_337_805_290_000,
+            updated_ms: 1_337_805_299_000,
+            attempts: 7,
+        });
+        let text = render_text(&task);
+        let second_line = text.lines().nth(1).unwrap_or_default();
+        assert!(
+            second_line.starts_with("WARNING: checkpoint writes failing since ")
+                && second_line
+                    .ends_with("No space left on device (os error 28) (7 failed attempts)"),
+            "{second_line}"
+        );
+        let v = to_json(&task);
+        assert_eq!(v["condition"]["kind"], "checkpoint_writes_failing");
+        assert_eq!(v["condition"]["attempts"], 7);
+        let status = status_json(std::slice::from_ref(&task));
+        assert_eq!(status[0]["condition"]["kind"], "checkpoint_writes_failing");
+        assert!(render_status_text(&[task]).contains("(checkpoint writes failing!)"));
     }
 
     #[test]

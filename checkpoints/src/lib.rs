@@ -7,11 +7,14 @@
 //! * [`stream`]: framing, the group-commit writer, the reader that tolerates a torn tail.
 //! * [`replay`]: folding records into a task's state with Thermos's transition rules.
 //! * [`root`]: the layout of a checkpoint root, Hearth's or Thermos's, and task discovery.
+//! * [`condition`]: a task's live condition beside its stream (checkpoint writes failing), in a
+//!   side file that can be rewritten on a full disk.
 //! * [`inspect`]: human and JSON renderings of a replayed task (`hearth inspect`, `hearth status`).
 //!
 //! This crate is a leaf: it depends on no other Hearth crate.
 
 pub mod codec;
+pub mod condition;
 pub mod config;
 pub mod inspect;
 pub mod record;

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
+use crate::condition::{Condition, read_condition};
 use crate::record::Record;
 use crate::stream::{CheckpointError, Replayed, StreamEnd, replay_path};
 
@@ -116,6 +117,8 @@ pub struct LoadedTask {
     pub runner_path: PathBuf,
     /// Where the task's config was found, when the task was loaded from a root.
     pub place: Option<TaskPlace>,
+    /// What its executor says is wrong right now (see [`crate::condition`]), if anything.
+    pub condition: Option<Condition>,
 }
 
 impl LoadedTask {
@@ -265,6 +268,7 @@ impl Root {
             replayed,
             runner_path,
             place,
+            condition: read_condition(&self.checkpoint_dir(task_id)),
         })
     }
 
@@ -383,6 +387,7 @@ pub fn load_path(path: &Path) -> Result<LoadedTask, RootError> {
         replayed,
         runner_path,
         place: None,
+        condition: dir.and_then(read_condition),
     })
 }
 

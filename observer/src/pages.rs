@@ -321,6 +321,7 @@ pub async fn task_page(State(obs): State<AppState>, Path(task_id): Path<String>)
         .map(|(k, v)| (k.clone(), v.usage))
         .collect();
     let warning = stream_warning(&d.tail.replayed().end);
+    let condition = d.condition.clone();
     drop(d);
     let now = now_secs();
     let host = header
@@ -336,6 +337,7 @@ pub async fn task_page(State(obs): State<AppState>, Path(task_id): Path<String>)
     let eid = enc(&task_id);
     let body = html! {
         h1 { "Task " (task_id) }
+        @if let Some(c) = condition { p.error #condition { "WARNING: " (c.summary(|ms| fmt_ms(Some(ms)))) } }
         @if let Some(w) = warning { p.error { (w) } }
         table #header {
             tr { th { "Name" } td { (config.name.as_deref().unwrap_or("")) } }

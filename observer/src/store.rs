@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use hearth_checkpoints::condition::{Condition, read_condition};
 use hearth_checkpoints::record::TaskState;
 use hearth_checkpoints::root::{LoadedTask, Root, TaskPlace};
 use hearth_checkpoints::stream::Format;
@@ -162,6 +163,8 @@ pub struct TaskData {
     disk_at: Option<Instant>,
     pub processes: HashMap<String, ProcUsage>,
     pub summary: Summary,
+    /// What the task's executor says is wrong right now (checkpoint writes failing), if anything.
+    pub condition: Option<Condition>,
 }
 
 /// One task.
@@ -211,6 +214,7 @@ impl TaskData {
             last_cpu: None,
             disk_at: None,
             processes: HashMap::new(),
+            condition: None,
             summary: Summary {
                 task_id: task_id.to_owned(),
                 name: None,
@@ -233,6 +237,11 @@ impl TaskData {
                 false
             }
         };
+        let condition = read_condition(&root.checkpoint_dir(task_id));
+        if condition != self.condition {
+            self.condition = condition;
+            changed = true;
+        }
         let place = root.task_place(task_id);
         if place != self.place || self.config_from != place {
             self.place = place;
@@ -654,6 +663,7 @@ impl Observer {
             replayed: d.tail.replayed(),
             runner_path: d.tail.path().to_owned(),
             place: d.place,
+            condition: d.condition.clone(),
         }
     }
 }

@@ -71,6 +71,40 @@ async fn task_json_has_the_inspect_shape_plus_config_and_usage() -> TestResult {
     Ok(())
 }
 
+/// A failing checkpoint disk (the executor's condition file) shows in the task JSON and as a
+/// warning on the task page, and goes away when cleared.
+#[tokio::test]
+async fn a_live_condition_shows_in_task_json_and_page_until_cleared() -> TestResult {
+    use hearth_checkpoints::condition::{Condition, ConditionFile, ConditionKind};
+    let fx = Fixture::new()?;
+    fx.write_task(&TaskSpec::simple("t1", true, 1_700_000_000_000))?;
+    let file = ConditionFile::create(&fx.root.checkpoint_dir("t1"))?;
+    file.set(&Condition {
+        kind: ConditionKind::CheckpointWritesFailing,
+        message: "No space left on device (os error 28)".into(),
+        since_ms: 1_700_000_001_000,
+        updated_ms: 1_700_000_002_000,
+        attempts: 4,
+    })?;
+    let app = app(fx.observer()?);
+    let (_, v) = get_json(&app, "/j/task/t1").await?;
+    assert_eq!(v["t1"]["condition"]["kind"], "checkpoint_writes_failing");
+    assert_eq!(v["t1"]["condition"]["attempts"], 4);
+    let (s, _, body) = get(&app, "/task/t1").await?;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        body.contains("WARNING: checkpoint writes failing since ")
+            && body.contains("No space left on device (os error 28) (4 failed attempts)"),
+        "{body}"
+    );
+    file.clear()?;
+    let (_, v) = get_json(&app, "/j/task/t1").await?;
+    assert_eq!(v["t1"]["condition"], serde_json::Value::Null);
+    let (_, _, body) = get(&app, "/task/t1").await?;
+    assert!(!body.contains("checkpoint writes failing"), "{body}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn unknown_ids_are_404_with_a_json_error_never_500() -> TestResult {
     let fx = Fixture::new()?;
