@@ -440,8 +440,18 @@ pub fn render_tasks(tasks: &[TaskStatus], now: i64) -> String {
     )
 }
 
-/// What a person wants to know about a task in its state.
+/// What a person wants to know about a task in its state; a condition its executor reports
+/// (checkpoint writes failing) comes first, in capitals.
 fn detail(t: &TaskStatus, now: i64) -> String {
+    let in_state = detail_in_state(t, now);
+    match &t.executor_condition {
+        Some(c) if in_state.is_empty() => format!("WARNING: {c}"),
+        Some(c) => format!("WARNING: {c}; {in_state}"),
+        None => in_state,
+    }
+}
+
+fn detail_in_state(t: &TaskStatus, now: i64) -> String {
     let reason = t.reason.clone().unwrap_or_default();
     match t.state {
         ScheduleStatus::Throttled => match t.throttled_until {
@@ -775,12 +785,27 @@ mod tests {
             ancestor_id: None,
             failure_count: 0,
             ports: BTreeMap::new(),
+            executor_condition: None,
             events: vec![TaskEvent {
                 timestamp_ms: 10_000,
                 state,
                 message: None,
             }],
         }
+    }
+
+    #[test]
+    fn an_executor_condition_leads_the_detail() {
+        let mut t = task(0, ScheduleStatus::Running);
+        t.reason = Some("Task is healthy.".to_owned());
+        t.executor_condition = Some("checkpoint writes failing: No space left on device".into());
+        let out = render_tasks(&[t], 10_000);
+        assert!(
+            out.contains(
+                "WARNING: checkpoint writes failing: No space left on device; Task is healthy."
+            ),
+            "{out}"
+        );
     }
 
     #[test]

@@ -93,6 +93,28 @@ pub struct StatusUpdate {
     pub timestamp_ms: i64,
 }
 
+/// Path of the executors' condition endpoint, relative to the scheduler's base URL.
+pub const CONDITION_PATH: &str = "/api/v1/status/condition";
+
+/// What an executor says is wrong with its task right now, outside the sequence of status
+/// updates: news that cannot wait for a durable record — today, that its checkpoint writes fail
+/// (a full or read-only disk), so no further update can be written until they succeed. The
+/// executor `POST`s one when the condition begins, again while it holds, and one with
+/// `condition: None` when it ends. The scheduler keeps the latest per task, in memory, and shows
+/// it with the task (`hearth job status`). Answered `204`, also for a task it does not know.
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorCondition {
+    pub task_id: String,
+    /// What is wrong, for people (`checkpoint writes failing: No space left on device`); `None`
+    /// when all is well again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// When the condition began, milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<i64>,
+}
+
 /// The scheduler's answer to an update it applied now or had applied before.
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

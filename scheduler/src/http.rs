@@ -21,7 +21,9 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 #[allow(unused_imports)] // the OpenAPI attributes name the response types
-use crate::api::{STATUS_PATH, StatusAck, StatusConflict, StatusUpdate};
+use crate::api::{
+    CONDITION_PATH, ExecutorCondition, STATUS_PATH, StatusAck, StatusConflict, StatusUpdate,
+};
 use crate::auth::{AuthFailure, Security, bearer_matches};
 use crate::core::{COMMIT_BUCKETS, CoreGone, CoreHandle};
 use crate::state::{OpError, StatusReply, SyncReply};
@@ -244,6 +246,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/audit", get(audit))
         .route(AGENT_SYNC_PATH, post(agent_sync))
         .route(STATUS_PATH, post(status))
+        .route(CONDITION_PATH, post(executor_condition))
         .with_state(state)
 }
 
@@ -579,6 +582,20 @@ pub async fn status(
         StatusReply::Ack(a) => (StatusCode::OK, Json(a)).into_response(),
         StatusReply::Conflict(c) => (StatusCode::CONFLICT, Json(c)).into_response(),
     })
+}
+
+/// `POST /api/v1/status/condition`: an executor's live condition (checkpoint writes failing),
+/// outside the sequence of status updates.
+#[utoipa::path(post, path = "/api/v1/status/condition", request_body = ExecutorCondition, responses((status = 204, description = "Kept"), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
+pub async fn executor_condition(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<ExecutorCondition>, JsonRejection>,
+) -> Result<Response, Failure> {
+    st.authorize_agent(&headers)?;
+    let Json(c) = body.map_err(bad_json)?;
+    st.core.call(move |s, _now| s.executor_condition(c)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `GET /metrics`: Prometheus text.

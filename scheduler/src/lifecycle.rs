@@ -388,6 +388,7 @@ mod tests {
             assigned_epoch: 0,
             pending_reason: None,
             placement_retry: None,
+            condition: None,
             kill: None,
         }
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::ScheduleStatus;
+use crate::api::{ExecutorCondition, ScheduleStatus};
 use crate::wire::{HostMode, JobKey, PortRange, ResourceVec, TaskEvent, Tier};
 
 /// A job config that cannot be accepted: every problem, each `field: what`.
@@ -308,6 +308,9 @@ pub struct Task {
     pub placement_retry: Option<(i64, i64)>,
     /// A kill that the agent has not confirmed yet: (next send time, backoff, order epoch).
     pub kill: Option<KillOrder>,
+    /// What the task's executor says is wrong right now (checkpoint writes failing), and since
+    /// when: live news, not history, so not stored; the executor sends it again while it holds.
+    pub condition: Option<ExecutorCondition>,
 }
 
 /// A task's ports by name: a short list (a map node per task would cost ten times the memory).

@@ -34,6 +34,7 @@ use crate::http;
         http::audit,
         http::agent_sync,
         http::status,
+        http::executor_condition,
     )
 )]
 pub struct ApiDoc;
@@ -72,6 +73,6 @@ mod tests {
             );
             n += 1;
         }
-        assert_eq!(n, 20, "rows of the wire table");
+        assert_eq!(n, 21, "rows of the wire table");
     }
 }

@@ -284,6 +284,7 @@ mod tests {
             assigned_epoch: 0,
             pending_reason: None,
             placement_retry: None,
+            condition: None,
             kill: None,
         };
         h.attach(&t, &spec.resources);

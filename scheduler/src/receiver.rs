@@ -5,6 +5,8 @@
 //! * `POST /api/v1/status` ([`STATUS_PATH`]): body a [`StatusUpdate`]; answers as the contract in
 //!   [`crate::api`] says (`200` + [`StatusAck`], or `409` + [`StatusConflict`]); `400` for a body
 //!   that is not a status update.
+//! * `POST /api/v1/status/condition` ([`CONDITION_PATH`]): body an [`ExecutorCondition`], kept
+//!   in arrival order ([`StatusStore::conditions`]); `204`.
 //! * `GET /health`: `ok`.
 //!
 //! The [`StatusStore`] outlives any one server, so a test can stop the server, start another on
@@ -25,7 +27,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
-use crate::api::{Admission, STATUS_PATH, StatusAck, StatusConflict, StatusUpdate, admit};
+use crate::api::{
+    Admission, CONDITION_PATH, ExecutorCondition, STATUS_PATH, StatusAck, StatusConflict,
+    StatusUpdate, admit,
+};
 
 /// Updates applied so far, per task, in the order they were applied.
 #[derive(Debug, Default)]
@@ -38,6 +43,7 @@ struct StoreInner {
     applied: BTreeMap<String, Vec<StatusUpdate>>,
     /// Every request received (applied, duplicate or refused), in arrival order.
     received: u64,
+    conditions: BTreeMap<String, Vec<ExecutorCondition>>,
     lose_acks: u64,
 }
 
@@ -55,6 +61,15 @@ impl StatusStore {
     pub fn applied(&self, task_id: &str) -> Vec<StatusUpdate> {
         self.lock()
             .applied
+            .get(task_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The condition reports received for `task_id`, in arrival order.
+    pub fn conditions(&self, task_id: &str) -> Vec<ExecutorCondition> {
+        self.lock()
+            .conditions
             .get(task_id)
             .cloned()
             .unwrap_or_default()
@@ -127,6 +142,7 @@ impl IntoResponse for Offered {
 pub fn app(store: Arc<StatusStore>) -> Router {
     Router::new()
         .route(STATUS_PATH, post(receive))
+        .route(CONDITION_PATH, post(receive_condition))
         .route("/health", get(|| async { "ok" }))
         .with_state(store)
 }
@@ -137,6 +153,24 @@ async fn receive(
 ) -> Response {
     match body {
         Ok(Json(update)) => store.offer(update).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+    }
+}
+
+async fn receive_condition(
+    State(store): State<Arc<StatusStore>>,
+    body: Result<Json<ExecutorCondition>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(c)) => {
+            store
+                .lock()
+                .conditions
+                .entry(c.task_id.clone())
+                .or_default()
+                .push(c);
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(e) => (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
     }
 }

@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::api::{Admission, ScheduleStatus, StatusAck, StatusConflict, StatusUpdate, admit};
+use crate::api::{
+    Admission, ExecutorCondition, ScheduleStatus, StatusAck, StatusConflict, StatusUpdate, admit,
+};
 use crate::lifecycle::{self, Effect, IllegalTransition, JobPolicy, LifecycleConfig, Timer};
 use crate::model::{Host, Job, JobSpec, KillOrder, Task, parse_job};
 use crate::placement;
@@ -451,6 +453,7 @@ impl State {
             assigned_epoch: 0,
             pending_reason: None,
             placement_retry: None,
+            condition: None,
             kill: None,
         };
         self.tasks.insert(id.clone(), task);
@@ -1329,6 +1332,25 @@ impl State {
             failure_count: t.failure_count,
             ports: t.ports.to_map(),
             events: t.events.clone(),
+            executor_condition: t
+                .condition
+                .as_ref()
+                .filter(|_| !t.state.is_terminal())
+                .and_then(|c| c.condition.clone()),
+        }
+    }
+
+    /// An executor's condition report: kept on the task (in memory) until it is cleared or the
+    /// task ends. Unknown tasks are ignored.
+    pub fn executor_condition(&mut self, c: ExecutorCondition) {
+        if let Some(t) = self.tasks.get_mut(&c.task_id) {
+            if c.condition.is_some() && !t.state.is_terminal() {
+                tracing::warn!(task_id = %c.task_id, condition = c.condition.as_deref().unwrap_or(""),
+                    "executor reports a condition");
+                t.condition = Some(c);
+            } else {
+                t.condition = None;
+            }
         }
     }
 

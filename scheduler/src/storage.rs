@@ -512,6 +512,7 @@ impl Storage for SqliteStorage {
                     assigned_epoch: epoch.max(0) as u64,
                     pending_reason: None,
                     placement_retry: None,
+                    condition: None,
                     kill: None,
                 });
             }

@@ -32,6 +32,7 @@
 //! | `GET /api/v1/audit[?limit=N]` | | `Vec<`[`AuditEntry`]`>` | read |
 //! | `POST /api/v1/agents/sync` | [`AgentSync`] | [`AgentOrders`] | agent token |
 //! | `POST /api/v1/status` | [`crate::api::StatusUpdate`] | [`crate::api::StatusAck`] | agent token |
+//! | `POST /api/v1/status/condition` | [`crate::api::ExecutorCondition`] | `204` | agent token |
 //!
 //! Reads are open unless the scheduler runs with `--auth-reads`. Errors are [`ApiError`] bodies:
 //! 400 bad request (a field and the reason), 401 (with `WWW-Authenticate: Basic realm="hearth"`),
@@ -287,6 +288,10 @@ pub struct TaskStatus {
     /// Ports given to the task, by name.
     pub ports: BTreeMap<String, u16>,
     pub events: Vec<TaskEvent>,
+    /// What the task's executor reports is wrong right now (checkpoint writes failing, since
+    /// when), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_condition: Option<String>,
 }
 
 /// Instances a kill or restart applies to; `None` (or absent) means every instance.

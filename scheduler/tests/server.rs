@@ -192,6 +192,50 @@ async fn create_place_launch_run_kill_drain_and_survive_a_restart() {
             .all(|t| t["state"] == "RUNNING" && t["agent"] == "h1")
     );
 
+    // An executor's live condition shows with its task until it is cleared.
+    let tasks_url = "/api/v1/jobs/west/www/prod/web/tasks";
+    let condition =
+        |text: Option<&str>| json!({"task_id": ids[0], "condition": text, "since_ms": 5});
+    let r = call(
+        &router,
+        "POST",
+        "/api/v1/status/condition",
+        Some(condition(Some("checkpoint writes failing: disk full"))),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let tasks = call(&router, "GET", tasks_url, None, None).await.body;
+    let shown: Vec<&Value> = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["executor_condition"])
+        .collect();
+    assert!(
+        shown.contains(&&json!("checkpoint writes failing: disk full"))
+            && shown.contains(&&Value::Null),
+        "{tasks}"
+    );
+    let r = call(
+        &router,
+        "POST",
+        "/api/v1/status/condition",
+        Some(condition(None)),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let tasks = call(&router, "GET", tasks_url, None, None).await.body;
+    assert!(
+        tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.get("executor_condition").is_none()),
+        "{tasks}"
+    );
+
     // A long-poll with nothing to do waits, and wakes when an order appears.
     let reported =
         json!([{"task_id": ids[0], "running": true}, {"task_id": ids[1], "running": true}]);
