@@ -660,24 +660,87 @@ fn full_disk_regression_the_executor_waits_out_a_full_checkpoint_disk() -> TestR
         json!({"finalization_wait": 5}),
     );
     let id = "fill";
+    // The scheduler's side: a status receiver on loopback, which also keeps condition reports.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let store = hearth_scheduler::receiver::StatusStore::new();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let scheduler = format!("http://{}", listener.local_addr()?);
+    rt.spawn(hearth_scheduler::receiver::serve(
+        listener,
+        store.clone(),
+        std::future::pending(),
+    ));
     let stderr_path = env.root().with_file_name("executor.stderr");
     let mut exec = env
         .run_cmd(
             &cfg,
             id,
-            &["--sandbox", sandbox.to_str().unwrap(), "--no-cgroups"],
+            &[
+                "--sandbox",
+                sandbox.to_str().unwrap(),
+                "--no-cgroups",
+                "--scheduler",
+                &scheduler,
+            ],
         )
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr_path)?)
         .spawn()?;
     let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let condition = || {
+        let out = common::hearth()
+            .args(["inspect", id, "--json", "--root"])
+            .arg(&root)
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some(v["condition"].clone())
+    };
     wait_until(
         "the checkpoint disk to fill",
         Duration::from_secs(60),
         || stderr().contains("checkpoint write failed"),
     );
+    // The condition is shown where operators look: `hearth inspect` (from the condition file
+    // beside the stream) and the scheduler.
+    wait_until(
+        "hearth inspect to show the failing writes",
+        Duration::from_secs(30),
+        || {
+            condition().is_some_and(|c| {
+                c["kind"] == "checkpoint_writes_failing"
+                    && c["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("No space left on device"))
+            })
+        },
+    );
+    let text = common::hearth()
+        .args(["inspect", id, "--root"])
+        .arg(&root)
+        .output()?;
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("WARNING: checkpoint writes failing since ")),
+        "{text}"
+    );
+    wait_until(
+        "the scheduler to hear of the failing writes",
+        Duration::from_secs(30),
+        || {
+            store.conditions(id).last().is_some_and(|c| {
+                c.condition
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("checkpoint writes failing: "))
+            })
+        },
+    );
     // Supervision goes on: the executor waits, it does not exit.
-    std::thread::sleep(Duration::from_secs(2));
     assert!(
         exec.try_wait()?.is_none(),
         "the executor exited: {}",
@@ -696,6 +759,13 @@ fn full_disk_regression_the_executor_waits_out_a_full_checkpoint_disk() -> TestR
         "the executor exited: {}",
         stderr()
     );
+    wait_until("the condition to clear", Duration::from_secs(30), || {
+        condition().is_some_and(|c| c.is_null())
+            && store
+                .conditions(id)
+                .last()
+                .is_some_and(|c| c.condition.is_none())
+    });
     let k = env.kill(id);
     assert!(k.status.success(), "{}", show(&k));
     let mut status = None;
@@ -719,5 +789,6 @@ fn full_disk_regression_the_executor_waits_out_a_full_checkpoint_disk() -> TestR
     assert!(churn[..300].iter().all(|x| x.state == P::Failed));
     assert_eq!(churn[300].state, P::Killed);
     assert_eq!(states(&r, "steady"), [P::Killed]);
+    drop(rt);
     Ok(())
 }

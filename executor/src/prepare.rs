@@ -11,6 +11,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use hearth_checkpoints::condition::{ConditionFile, condition_path};
 use hearth_checkpoints::config::template::{self, Bindings};
 use hearth_checkpoints::config::{self, TaskConfig};
 use hearth_checkpoints::record::{
@@ -179,6 +180,9 @@ pub struct Prepared {
     pub cgroup_warning: Option<String>,
     pub keeper_socket: PathBuf,
     pub keeper_stream: PathBuf,
+    /// The task's live-condition file (`None` if it could not be created: then a failing disk
+    /// is reported on stderr and to the scheduler only).
+    pub condition: Option<ConditionFile>,
     /// Held for the executor's lifetime: the task's ownership lock.
     pub _lock: File,
 }
@@ -294,6 +298,16 @@ pub fn prepare_with_token_file(
     let ckpt_dir = root.checkpoint_dir(&task_id);
     std::fs::create_dir_all(&ckpt_dir).map_err(io_err("create", &ckpt_dir))?;
     let lock = take_lock(&ckpt_dir.join("executor.lock"), &task_id, opts.force)?;
+    // Created now, at full size, while there is room: it is what reports a full disk later.
+    let condition = ConditionFile::create(&ckpt_dir)
+        .map_err(|e| {
+            tracing::warn!(
+                "cannot create {}: {e}; a failing checkpoint disk will be reported on stderr and \
+                 to the scheduler only",
+                condition_path(&ckpt_dir).display()
+            );
+        })
+        .ok();
 
     let sandbox = match (&existing, &opts.sandbox) {
         (Some(r), _)
@@ -417,6 +431,7 @@ pub fn prepare_with_token_file(
         cgroup_warning,
         keeper_socket,
         keeper_stream,
+        condition,
         _lock: lock,
     })
 }

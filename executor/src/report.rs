@@ -29,7 +29,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use hearth_checkpoints::record::TaskState;
-use hearth_scheduler::api::{STATUS_PATH, ScheduleStatus, StatusUpdate};
+use hearth_scheduler::api::{
+    CONDITION_PATH, ExecutorCondition, STATUS_PATH, ScheduleStatus, StatusUpdate,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::HeaderValue;
@@ -38,7 +40,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// RUNNING reason when the task has no health check (Aurora's wording).
@@ -166,6 +168,9 @@ pub enum ReportEvent {
 pub struct Reporter {
     tx: mpsc::UnboundedSender<StatusUpdate>,
     handle: JoinHandle<()>,
+    task_id: Option<String>,
+    condition: watch::Sender<Option<ExecutorCondition>>,
+    condition_handle: JoinHandle<()>,
 }
 
 /// Parse `http://host[:port][/prefix]` into the status endpoint's URI.
@@ -208,11 +213,44 @@ impl Reporter {
         backoff: Backoff,
     ) -> Result<(Reporter, mpsc::UnboundedReceiver<ReportEvent>), ReportError> {
         let uri = status_uri(scheduler)?;
+        let condition_uri = condition_uri(&uri)?;
         let auth = token.map(bearer).transpose()?;
         let (tx, queue) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
+        let (condition, changes) = watch::channel(None);
+        let condition_handle = tokio::spawn(deliver_conditions(
+            condition_uri,
+            auth.clone(),
+            backoff,
+            changes,
+        ));
         let handle = tokio::spawn(deliver(uri, auth, backoff, queue, events_tx));
-        Ok((Reporter { tx, handle }, events))
+        let reporter = Reporter {
+            tx,
+            handle,
+            task_id: None,
+            condition,
+            condition_handle,
+        };
+        Ok((reporter, events))
+    }
+
+    /// Name the task whose condition [`set_condition`](Self::set_condition) reports.
+    pub fn for_task(mut self, task_id: &str) -> Reporter {
+        self.task_id = Some(task_id.to_owned());
+        self
+    }
+
+    /// Report the task's live condition (`Some(text)`: what is wrong, since `since_ms`; `None`:
+    /// all is well again), outside the sequence of updates and without a record. The latest
+    /// value wins; see [`hearth_scheduler::api::ExecutorCondition`].
+    pub fn set_condition(&self, condition: Option<(String, i64)>) {
+        let (text, since_ms) = condition.unzip();
+        self.condition.send_replace(Some(ExecutorCondition {
+            task_id: self.task_id.clone().unwrap_or_default(),
+            condition: text,
+            since_ms,
+        }));
     }
 
     /// Queue `update` (already persisted by the caller) behind the ones not yet acknowledged.
@@ -225,13 +263,26 @@ impl Reporter {
 
     pub fn stop(&self) {
         self.handle.abort();
+        self.condition_handle.abort();
     }
 }
 
 impl Drop for Reporter {
     fn drop(&mut self) {
-        self.handle.abort();
+        self.stop();
     }
+}
+
+/// The condition endpoint beside the status endpoint `status`.
+fn condition_uri(status: &Uri) -> Result<Uri, ReportError> {
+    let text = status.to_string();
+    let base = text.strip_suffix(STATUS_PATH).unwrap_or(&text);
+    format!("{base}{CONDITION_PATH}")
+        .parse()
+        .map_err(|source| ReportError::Url {
+            url: text.clone(),
+            source,
+        })
 }
 
 /// The answer to one attempt.
@@ -249,6 +300,72 @@ pub fn bearer(token: &str) -> Result<HeaderValue, ReportError> {
     Ok(value)
 }
 
+fn http_client() -> Client<HttpConnector, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// While a condition holds it is sent again this often, so that a scheduler restarted meanwhile
+/// (it keeps conditions in memory only) learns it again.
+pub const CONDITION_REPEAT: Duration = Duration::from_secs(60);
+
+/// Deliver the task's live condition (see [`Reporter::set_condition`]): each change is `POST`ed
+/// until the scheduler takes it or it changes again; a condition that holds is repeated every
+/// [`CONDITION_REPEAT`]; a clear is sent only after a condition was.
+async fn deliver_conditions(
+    uri: Uri,
+    auth: Option<HeaderValue>,
+    backoff: Backoff,
+    mut changes: watch::Receiver<Option<ExecutorCondition>>,
+) {
+    let client = http_client();
+    let mut told = false;
+    loop {
+        let current = changes.borrow_and_update().clone();
+        if let Some(body) = current.filter(|c| c.condition.is_some() || told) {
+            let mut failures = 0u32;
+            loop {
+                match attempt(&client, &uri, auth.as_ref(), &body, backoff.attempt_timeout).await {
+                    Attempt::Acked { .. } => break,
+                    Attempt::Rejected { status, detail } => {
+                        tracing::warn!(status, %detail, "the scheduler refused a condition report");
+                        break;
+                    }
+                    Attempt::Retry { why } => {
+                        failures = failures.saturating_add(1);
+                        tracing::debug!(%why, "condition report not delivered; retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff.delay(failures)) => {}
+                            changed = changes.changed() => {
+                                if changed.is_err() {
+                                    return;
+                                }
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            told = body.condition.is_some();
+        }
+        if changes.has_changed().unwrap_or(false) {
+            continue;
+        }
+        if told {
+            tokio::select! {
+                () = tokio::time::sleep(CONDITION_REPEAT) => {}
+                changed = changes.changed() => if changed.is_err() { return; },
+            }
+        } else if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn deliver(
     uri: Uri,
     auth: Option<HeaderValue>,
@@ -256,12 +373,7 @@ async fn deliver(
     mut queue: mpsc::UnboundedReceiver<StatusUpdate>,
     events: mpsc::UnboundedSender<ReportEvent>,
 ) {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_timer(TokioTimer::new())
-        .build(connector);
+    let client = http_client();
     let mut pending: VecDeque<StatusUpdate> = VecDeque::new();
     loop {
         if pending.is_empty() {
@@ -322,7 +434,7 @@ async fn attempt(
     client: &Client<HttpConnector, Full<Bytes>>,
     uri: &Uri,
     auth: Option<&HeaderValue>,
-    update: &StatusUpdate,
+    update: &impl serde::Serialize,
     timeout: Duration,
 ) -> Attempt {
     let body = match serde_json::to_vec(update) {

@@ -74,6 +74,7 @@ impl Reports {
     ) -> Reports {
         let reporter = scheduler.and_then(|url| {
             Reporter::start_with_token(url, token, crate::report::Backoff::default())
+                .map(|(reporter, events)| (reporter.for_task(task_id), events))
                 .map_err(|e| tracing::warn!("status reports disabled: {e}"))
                 .ok()
         });
@@ -108,6 +109,14 @@ impl Reports {
         };
         self.out.push(report.clone());
         report
+    }
+
+    /// Tell the scheduler, outside the sequence of updates, what is wrong right now (`None`: all
+    /// is well again). Without a scheduler, nothing.
+    pub fn set_condition(&self, condition: Option<(String, i64)>) {
+        if let Some((reporter, _)) = &self.reporter {
+            reporter.set_condition(condition);
+        }
     }
 
     /// Whether RUNNING is still to be reported (once per task, even across restarts); marks it

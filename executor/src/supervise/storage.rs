@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use hearth_checkpoints::condition::{Condition, ConditionKind};
+
 use super::{SuperviseError, Supervisor};
 use crate::keeper::protocol::Request;
+use crate::prepare::now_ms;
 
 /// Checkpoint writes are failing. Supervision goes on: exits are taken in, decisions are made and
 /// recorded in memory, but nothing that needs its record durable first — spawn requests,
@@ -15,6 +18,9 @@ use crate::keeper::protocol::Request;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Stall {
     since: Instant,
+    /// `since` on the wall clock, for the condition people see.
+    since_ms: i64,
+    attempts: u64,
     pub(super) retry_at: Instant,
     backoff: Duration,
 }
@@ -59,10 +65,7 @@ impl Supervisor {
             return Ok(());
         }
         if let Some(st) = self.stall.take() {
-            tracing::warn!(
-                "checkpoint writes succeed again after {:.1}s; acting on what was held",
-                st.since.elapsed().as_secs_f64()
-            );
+            self.stall_ended(st);
         }
         if self.outbox.iter().any(|r| matches!(r, Request::Spawn(_))) {
             crate::failpoint::reached(crate::failpoint::AFTER_FORKED);
@@ -88,6 +91,8 @@ impl Supervisor {
                 );
                 Stall {
                     since: now,
+                    since_ms: now_ms(),
+                    attempts: 1,
                     retry_at: now + STALL_FIRST_RETRY,
                     backoff: STALL_FIRST_RETRY,
                 }
@@ -100,6 +105,7 @@ impl Supervisor {
                     crate::error_chain(e)
                 );
                 Stall {
+                    attempts: st.attempts.saturating_add(1),
                     retry_at: now + backoff,
                     backoff,
                     ..st
@@ -113,6 +119,47 @@ impl Supervisor {
             );
         }
         self.stall = Some(st);
+        self.show_condition(Some((st, crate::error_chain(e))));
+    }
+
+    /// Checkpoint writes succeed again: say so everywhere the failure was shown.
+    fn stall_ended(&mut self, st: Stall) {
+        tracing::warn!(
+            "checkpoint writes succeed again after {:.1}s and {} failed attempts; acting on what \
+             was held",
+            st.since.elapsed().as_secs_f64(),
+            st.attempts
+        );
+        self.show_condition(None);
+    }
+
+    /// Put the live condition (or its end) where people and the scheduler see it: the
+    /// condition file beside the stream (`hearth inspect`, the observer) and the scheduler.
+    fn show_condition(&mut self, stalled: Option<(Stall, String)>) {
+        let condition = stalled.map(|(st, message)| Condition {
+            kind: ConditionKind::CheckpointWritesFailing,
+            message,
+            since_ms: st.since_ms,
+            updated_ms: now_ms(),
+            attempts: st.attempts,
+        });
+        if let Some(file) = &self.p.condition {
+            let written = match &condition {
+                Some(c) => file.set(c),
+                None => file.clear(),
+            };
+            if let Err(e) = written {
+                tracing::debug!("cannot update {}: {e}", file.path().display());
+            }
+        }
+        // The scheduler hears of the start and the end; the repeats in between are the
+        // reporter's.
+        let first = condition.as_ref().is_some_and(|c| c.attempts == 1);
+        if first || condition.is_none() {
+            self.reports.set_condition(
+                condition.map(|c| (format!("{}: {}", c.kind.describe(), c.message), c.since_ms)),
+            );
+        }
     }
 
     /// Commit, waiting out a failing disk (the task's processes have all ended by now).
@@ -126,7 +173,9 @@ impl Supervisor {
             .and_then(|()| self.p.writer.commit());
             match written {
                 Ok(()) => {
-                    self.stall = None;
+                    if let Some(st) = self.stall.take() {
+                        self.stall_ended(st);
+                    }
                     return;
                 }
                 Err(e) => {
