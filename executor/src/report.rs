@@ -243,14 +243,23 @@ impl Reporter {
 
     /// Report the task's live condition (`Some(text)`: what is wrong, since `since_ms`; `None`:
     /// all is well again), outside the sequence of updates and without a record. The latest
-    /// value wins; see [`hearth_scheduler::api::ExecutorCondition`].
+    /// value wins, and setting the same value again sends nothing; see
+    /// [`hearth_scheduler::api::ExecutorCondition`].
     pub fn set_condition(&self, condition: Option<(String, i64)>) {
         let (text, since_ms) = condition.unzip();
-        self.condition.send_replace(Some(ExecutorCondition {
+        let next = ExecutorCondition {
             task_id: self.task_id.clone().unwrap_or_default(),
             condition: text,
             since_ms,
-        }));
+        };
+        // Only a change is news (a repeat of the same text is the delivery loop's business).
+        self.condition.send_if_modified(|current| {
+            if current.as_ref() == Some(&next) {
+                return false;
+            }
+            *current = Some(next);
+            true
+        });
     }
 
     /// Queue `update` (already persisted by the caller) behind the ones not yet acknowledged.

@@ -152,14 +152,10 @@ impl Supervisor {
                 tracing::debug!("cannot update {}: {e}", file.path().display());
             }
         }
-        // The scheduler hears of the start and the end; the repeats in between are the
-        // reporter's.
-        let first = condition.as_ref().is_some_and(|c| c.attempts == 1);
-        if first || condition.is_none() {
-            self.reports.set_condition(
-                condition.map(|c| (format!("{}: {}", c.kind.describe(), c.message), c.since_ms)),
-            );
-        }
+        // The scheduler hears of the start, of each new error and of the end.
+        self.reports.set_condition(
+            condition.map(|c| (format!("{}: {}", c.kind.describe(), c.message), c.since_ms)),
+        );
     }
 
     /// Commit, waiting out a failing disk (the task's processes have all ended by now).
