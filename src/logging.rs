@@ -42,7 +42,10 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A stderr that cannot be written (a log file on a full disk) must not be reported on
+        // that same stderr: the report would panic, and the executor with it.
+        .log_internal_errors(false);
     let installed = match format {
         LogFormat::Text => builder.with_target(true).try_init(),
         LogFormat::Json => builder.event_format(JsonLines).try_init(),

@@ -110,11 +110,16 @@ impl Progress {
         self.lines.is_empty()
     }
 
-    /// Print the turn's lines (call once its records are durable).
+    /// Print the turn's lines (call once its records are durable). A stdout that cannot be
+    /// written (a closed pipe, a log file on a full disk) loses the lines, never the task: the
+    /// records are the truth, and `println!` would panic.
     pub fn print(&mut self) {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
         for line in self.lines.drain(..) {
-            println!("{line}");
+            let _ = writeln!(out, "{line}");
         }
+        let _ = out.flush();
     }
 }
 
