@@ -22,6 +22,7 @@ use hearth_checkpoints::stream::{self, CheckpointWriter};
 use thiserror::Error;
 
 use crate::cgroup::{self, Limits, TaskCgroup};
+use crate::keeper::socket::{self as keeper_socket, KeeperAddr, PeerError};
 use crate::keeper::{self, KeeperPaths};
 
 /// The pids limit of a task cgroup: generous, but it stops a fork bomb from taking the host.
@@ -117,6 +118,26 @@ pub enum PrepareError {
     },
     #[error(transparent)]
     Root(#[from] root::RootError),
+    #[error("task {task_id:?}: cannot {what} its keeper ({addr})")]
+    Keeper {
+        task_id: String,
+        what: &'static str,
+        addr: KeeperAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "task {task_id:?}: its keeper's socket {addr} is already held{}",
+        holder.map_or(String::new(), |(pid, uid)| format!(" by pid {pid} (uid {uid})"))
+    )]
+    KeeperSocketTaken {
+        task_id: String,
+        addr: KeeperAddr,
+        /// Who answers on it, `(pid, uid)`, when anyone does.
+        holder: Option<(i32, u32)>,
+    },
+    #[error("task {task_id:?}: {source}")]
+    KeeperPeer { task_id: String, source: PeerError },
     #[error("cgroup for task {task_id:?}")]
     Cgroup {
         task_id: String,
@@ -177,7 +198,9 @@ pub struct Prepared {
     pub cgroup: Option<TaskCgroup>,
     /// Printed once: why there is no cgroup.
     pub cgroup_warning: Option<String>,
-    pub keeper_socket: PathBuf,
+    /// Where the task's keeper listens: its abstract name, or the socket file of a keeper an
+    /// earlier build started.
+    pub keeper_addr: KeeperAddr,
     pub keeper_stream: PathBuf,
     /// Held for the executor's lifetime: the task's ownership lock.
     pub _lock: File,
@@ -390,18 +413,25 @@ pub fn prepare_with_token_file(
 
     let (cgroup, cgroup_warning) = setup_cgroup(opts, &task_id, &task, recovering)?;
 
-    let keeper_socket = keeper::socket_path(&ckpt_dir);
     let keeper_stream = root.keeper_path(&task_id);
-    if std::os::unix::net::UnixStream::connect(&keeper_socket).is_err() {
-        let paths = KeeperPaths {
+    let running = keeper_socket::find_running(&ckpt_dir, &task_id).map_err(|source| {
+        PrepareError::KeeperPeer {
             task_id: task_id.clone(),
-            socket: keeper_socket.clone(),
-            stream: keeper_stream.clone(),
-            log: ckpt_dir.join("keeper.log"),
-            cgroup_procs: cgroup.as_ref().map(|c| c.join_files()).unwrap_or_default(),
-        };
-        start_keeper(&paths)?;
-    }
+            source,
+        }
+    })?;
+    let keeper_addr = match running {
+        Some(addr) => addr,
+        None => {
+            let paths = KeeperPaths {
+                task_id: task_id.clone(),
+                stream: keeper_stream.clone(),
+                log: ckpt_dir.join("keeper.log"),
+                cgroup_procs: cgroup.as_ref().map(|c| c.join_files()).unwrap_or_default(),
+            };
+            start_keeper(&paths, keeper_socket::abstract_name(&ckpt_dir, &task_id))?
+        }
+    };
 
     Ok(Prepared {
         task_id,
@@ -415,30 +445,55 @@ pub fn prepare_with_token_file(
         recovering,
         cgroup,
         cgroup_warning,
-        keeper_socket,
+        keeper_addr,
         keeper_stream,
         _lock: lock,
     })
 }
 
-/// Bind the keeper's socket, then fork the keeper, which inherits it. The keeper stays our child
-/// while we live; if we die first it is re-parented (to init or the nearest subreaper) and
-/// outlives us, and a restarted executor reaches it through the same socket.
-fn start_keeper(paths: &KeeperPaths) -> Result<(), PrepareError> {
+/// Bind the keeper's abstract socket `name`, then fork the keeper, which inherits it. The keeper
+/// stays our child while we live; if we die first it is re-parented (to init or the nearest
+/// subreaper) and outlives us, and a restarted executor reaches it through the same name.
+fn start_keeper(paths: &KeeperPaths, name: Vec<u8>) -> Result<KeeperAddr, PrepareError> {
     if !crate::spawn::is_single_threaded() {
         return Err(PrepareError::Internal(
             "the keeper must be forked before any thread starts",
         ));
     }
-    let listener = keeper::bind_socket(&paths.socket)
-        .map_err(io_err("bind the keeper socket", &paths.socket))?;
+    let task_id = || paths.task_id.clone();
+    let listener = match keeper_socket::bind(&name) {
+        Ok(l) => l,
+        // One keeper per task: the name is held by a keeper that did not answer us (or by
+        // something else entirely).
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            return Err(PrepareError::KeeperSocketTaken {
+                task_id: task_id(),
+                holder: keeper_socket::holder(&name),
+                addr: KeeperAddr::Abstract(name),
+            });
+        }
+        Err(source) => {
+            return Err(PrepareError::Keeper {
+                task_id: task_id(),
+                what: "bind the socket of",
+                addr: KeeperAddr::Abstract(name),
+                source,
+            });
+        }
+    };
+    let addr = KeeperAddr::Abstract(name);
     let p = paths.clone();
     crate::spawn::fork_keeper(move || {
         keeper::rename_process(&p.task_id);
         keeper::run(&p, listener)
     })
-    .map(drop)
-    .map_err(io_err("fork the keeper for", &paths.socket))
+    .map_err(|source| PrepareError::Keeper {
+        task_id: task_id(),
+        what: "fork",
+        addr: addr.clone(),
+        source,
+    })?;
+    Ok(addr)
 }
 
 fn setup_cgroup(

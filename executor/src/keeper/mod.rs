@@ -13,14 +13,15 @@
 //!   then sends the exit to the executor if one is connected, and again on every new connection
 //!   until the executor acknowledges it (spawns are written to the same stream, unsynced: see
 //!   [`hearth_checkpoints::stream::CheckpointWriter::write_out`]);
-//! * answers a restarted executor over the Unix socket `checkpoints/<task_id>/keeper.sock`.
+//! * answers a restarted executor over an abstract Unix socket named after the task's checkpoint
+//!   directory (no file: see `socket`), and only a peer of its own user or root.
 //!
 //! It is single-threaded and has no async runtime: one `poll` loop over the listening socket, the
 //! executor's connection, a `signalfd` for `SIGCHLD`, and the pipes of rotated logs. It holds no
 //! task state beyond its children and the unacknowledged exits, so it stays small.
 //!
 //! Where things are: this file holds the keeper's state, its start and its `poll` loop;
-//! `socket` where the socket lives, binding it and accepting connections;
+//! `socket` the socket's name, binding it, finding a running keeper and accepting connections;
 //! `requests` reading and answering the executor's requests; `children` starting, recording and
 //! reaping task processes; `stream` the keeper's own checkpoint stream; `rotate` rotated logs;
 //! `process` small `/proc`, process-title and file helpers; [`protocol`] the wire format.
@@ -30,7 +31,7 @@ mod process;
 pub mod protocol;
 mod requests;
 mod rotate;
-mod socket;
+pub mod socket;
 mod stream;
 
 use std::collections::BTreeMap;
@@ -53,7 +54,6 @@ pub(crate) use self::process::open_log;
 pub use self::process::{now_secs, pid_start_ticks, rename_process};
 use self::protocol::{Child, Exit, Reply};
 use self::rotate::Rotator;
-pub use self::socket::{bind_socket, socket_path};
 use self::stream::HELD_RETRY;
 
 /// How long a keeper with no child and no executor waits before it exits.
@@ -63,8 +63,6 @@ pub const IDLE_EXIT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub struct KeeperPaths {
     pub task_id: String,
-    /// `checkpoints/<task_id>/keeper.sock`.
-    pub socket: PathBuf,
     /// `checkpoints/<task_id>/keeper`: the keeper's record stream.
     pub stream: PathBuf,
     /// `checkpoints/<task_id>/keeper.log`: the keeper's own diagnostics.
@@ -181,7 +179,6 @@ impl Keeper {
             if self.shutting_down && self.children.is_empty() && self.held.is_empty() {
                 self.drain_orphan_rotators();
                 self.send(&Reply::Bye);
-                let _ = std::fs::remove_file(&self.paths.socket);
                 return Ok(());
             }
             // Nothing to keep and nobody to tell: a keeper whose executor is gone for good does
