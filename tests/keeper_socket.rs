@@ -253,3 +253,116 @@ fn a_keeper_refuses_a_connection_from_another_user() -> TestResult {
     assert_eq!(runs(&r, "p").len(), 1);
     Ok(())
 }
+
+/// The task's cgroup directories that exist, in every hierarchy (v1 controllers, the hybrid
+/// `unified` mount, or a pure v2 tree), under the default parent `hearth`.
+fn task_cgroup_dirs(task_id: &str) -> Vec<std::path::PathBuf> {
+    let base = Path::new("/sys/fs/cgroup");
+    let mut candidates = vec![base.join("hearth").join(task_id)];
+    if let Ok(dir) = std::fs::read_dir(base) {
+        candidates.extend(dir.flatten().map(|e| e.path().join("hearth").join(task_id)));
+    }
+    candidates.into_iter().filter(|d| d.is_dir()).collect()
+}
+
+/// Bind the keeper name of `task_id` in `env` without listening on it: nothing answers there,
+/// and binding it again fails, as when another process holds it.
+fn squat(env: &Env, task_id: &str) -> std::os::fd::OwnedFd {
+    let ckpt = env.root().join("checkpoints").join(task_id);
+    std::fs::create_dir_all(&ckpt).unwrap();
+    let name = hearth_executor::keeper::socket::abstract_name(&ckpt, task_id);
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    nix::sys::socket::bind(
+        sock.as_raw_fd(),
+        &nix::sys::socket::UnixAddr::new_abstract(&name).unwrap(),
+    )
+    .unwrap();
+    sock
+}
+
+#[test]
+fn a_start_that_fails_after_creating_the_cgroup_removes_it() -> TestResult {
+    const TEST: &str = "keeper_socket::failed_start_cgroup";
+    if !common::have_cgroups(TEST) {
+        return Ok(());
+    }
+    let env = Env::new();
+    let cfg = env.task(
+        "taken",
+        json!([{"name": "p", "cmdline": "true"}]),
+        json!({}),
+    );
+    // The keeper cannot bind its name: the start fails after the cgroup was made.
+    let _held = squat(&env, "taken");
+    let out = env.run(&cfg, "taken", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is already held"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(task_cgroup_dirs("taken"), Vec::<std::path::PathBuf>::new());
+    Ok(())
+}
+
+#[test]
+fn a_recovering_start_that_fails_leaves_the_cgroup_its_processes_live_in() -> TestResult {
+    const TEST: &str = "keeper_socket::failed_recovery_cgroup";
+    if !common::have_cgroups(TEST) {
+        return Ok(());
+    }
+    let env = Env::new();
+    let cfg = env.task(
+        "held",
+        json!([{"name": "p", "cmdline": "exec sleep 1000"}]),
+        json!({}),
+    );
+    let mut exec = env.spawn(&cfg, "held", &[]);
+    wait_until("p to run", Duration::from_secs(20), || {
+        env.root().join("checkpoints/held/runner").exists()
+            && runs(&env.replay("held"), "p")
+                .last()
+                .is_some_and(|r| r.state == ProcessState::Running)
+    });
+    let run = runs(&env.replay("held"), "p")[0].clone();
+    let (pid, keeper) = (run.pid.unwrap(), run.coordinator_pid.unwrap());
+    // Until it execs, the forked child still holds the keeper's listening socket.
+    wait_until("p's shell to exec sleep", Duration::from_secs(5), || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    });
+    exec.kill().unwrap();
+    exec.wait().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(keeper),
+        nix::sys::signal::SIGKILL,
+    )?;
+    wait_until("the keeper to die", Duration::from_secs(5), || {
+        !common::alive(keeper)
+    });
+    let cgroups = task_cgroup_dirs("held");
+    assert!(!cgroups.is_empty(), "the task has no cgroup to keep");
+
+    let held = squat(&env, "held");
+    let out = env.run(&cfg, "held", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is already held"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(task_cgroup_dirs("held"), cgroups);
+    assert!(common::alive(pid), "the task's process died");
+
+    // Once the name is free, the task is adopted and torn down as usual.
+    drop(held);
+    let k = env.kill("held");
+    assert!(k.status.success(), "{}", show(&k));
+    assert!(!common::alive(pid));
+    Ok(())
+}

@@ -3,7 +3,9 @@
 //! sandbox, the cgroup and the checkpoint stream, and fork the keeper.
 //!
 //! Nothing is created until the config has been validated and bound: a bad config leaves no
-//! sandbox, cgroup or checkpoint behind.
+//! sandbox, cgroup or checkpoint behind. A start that fails after creating the task's cgroup
+//! (finding or starting the keeper) removes that cgroup again, and says so when it cannot; a
+//! recovering start never removes the cgroup it re-attached to.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -138,6 +140,18 @@ pub enum PrepareError {
     },
     #[error("task {task_id:?}: {source}")]
     KeeperPeer { task_id: String, source: PeerError },
+    /// A start failed after creating the task's cgroup, and removing the cgroup failed too.
+    #[error(
+        "{}; and its cgroup {} could not be removed: {}",
+        with_causes(failure),
+        cgroup.display(),
+        with_causes(cleanup)
+    )]
+    CgroupLeft {
+        failure: Box<PrepareError>,
+        cgroup: PathBuf,
+        cleanup: cgroup::CgroupError,
+    },
     #[error("cgroup for task {task_id:?}")]
     Cgroup {
         task_id: String,
@@ -156,17 +170,34 @@ impl PrepareError {
                 | PrepareError::Owned { .. }
                 | PrepareError::AlreadyFinished { .. }
         ) || matches!(self, PrepareError::Root(e) if e.is_usage())
+            || matches!(self, PrepareError::CgroupLeft { failure, .. } if failure.is_usage())
     }
 
     /// The exit code of `hearth run` for this error: 2 for the caller's mistakes, 5 for an
     /// internal error, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
+            PrepareError::CgroupLeft { failure, .. } => failure.exit_code(),
             PrepareError::Internal(_) => 5,
             e if e.is_usage() => 2,
             _ => 1,
         }
     }
+}
+
+/// An error and its causes, `: `-separated (for an error that reports two: each with its own).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
 }
 
 /// The user the task's processes run as.
@@ -411,27 +442,16 @@ pub fn prepare_with_token_file(
         record_launch(opts, token_file, &ckpt_dir, &task_id)?;
     }
 
-    let (cgroup, cgroup_warning) = setup_cgroup(opts, &task_id, &task, recovering)?;
+    let (cgroup, cgroup_warning, cgroup_created) = setup_cgroup(opts, &task_id, &task, recovering)?;
 
+    // From here on, a failure removes the cgroup this start created — never one a recovering
+    // start re-attached to, where the task's processes live.
     let keeper_stream = root.keeper_path(&task_id);
-    let running = keeper_socket::find_running(&ckpt_dir, &task_id).map_err(|source| {
-        PrepareError::KeeperPeer {
-            task_id: task_id.clone(),
-            source,
-        }
-    })?;
-    let keeper_addr = match running {
-        Some(addr) => addr,
-        None => {
-            let paths = KeeperPaths {
-                task_id: task_id.clone(),
-                stream: keeper_stream.clone(),
-                log: ckpt_dir.join("keeper.log"),
-                cgroup_procs: cgroup.as_ref().map(|c| c.join_files()).unwrap_or_default(),
-            };
-            start_keeper(&paths, keeper_socket::abstract_name(&ckpt_dir, &task_id))?
-        }
-    };
+    let keeper_addr = find_or_start_keeper(&task_id, &ckpt_dir, &keeper_stream, cgroup.as_ref())
+        .map_err(|failure| match cgroup.as_ref().filter(|_| cgroup_created) {
+            Some(cg) => undo_cgroup(failure, cg),
+            None => failure,
+        })?;
 
     Ok(Prepared {
         task_id,
@@ -449,6 +469,44 @@ pub fn prepare_with_token_file(
         keeper_stream,
         _lock: lock,
     })
+}
+
+/// The task's running keeper (adopted after a restart), else a new one.
+fn find_or_start_keeper(
+    task_id: &str,
+    ckpt_dir: &Path,
+    keeper_stream: &Path,
+    cgroup: Option<&TaskCgroup>,
+) -> Result<KeeperAddr, PrepareError> {
+    let running = keeper_socket::find_running(ckpt_dir, task_id).map_err(|source| {
+        PrepareError::KeeperPeer {
+            task_id: task_id.to_owned(),
+            source,
+        }
+    })?;
+    if let Some(addr) = running {
+        return Ok(addr);
+    }
+    let paths = KeeperPaths {
+        task_id: task_id.to_owned(),
+        stream: keeper_stream.to_path_buf(),
+        log: ckpt_dir.join("keeper.log"),
+        cgroup_procs: cgroup.map(|c| c.join_files()).unwrap_or_default(),
+    };
+    start_keeper(&paths, keeper_socket::abstract_name(ckpt_dir, task_id))
+}
+
+/// Remove the cgroup a failed start created (it holds no process: none was started). When that
+/// fails too, the error says both.
+fn undo_cgroup(failure: PrepareError, cgroup: &TaskCgroup) -> PrepareError {
+    match cgroup.remove() {
+        Ok(()) => failure,
+        Err(cleanup) => PrepareError::CgroupLeft {
+            failure: Box::new(failure),
+            cgroup: cgroup.name().to_path_buf(),
+            cleanup,
+        },
+    }
 }
 
 /// Bind the keeper's abstract socket `name`, then fork the keeper, which inherits it. The keeper
@@ -496,12 +554,14 @@ fn start_keeper(paths: &KeeperPaths, name: Vec<u8>) -> Result<KeeperAddr, Prepar
     Ok(addr)
 }
 
+/// The task's cgroup (or why there is none), and whether this call created it (rather than
+/// re-attaching a recovering task to its own).
 fn setup_cgroup(
     opts: &RunOptions,
     task_id: &str,
     task: &TaskConfig,
     recovering: bool,
-) -> Result<(Option<TaskCgroup>, Option<String>), PrepareError> {
+) -> Result<(Option<TaskCgroup>, Option<String>, bool), PrepareError> {
     if opts.no_cgroups {
         return Ok((
             None,
@@ -510,6 +570,7 @@ fn setup_cgroup(
                  are not enforced"
                     .to_owned(),
             ),
+            false,
         ));
     }
     let hierarchy = match cgroup::available() {
@@ -521,6 +582,7 @@ fn setup_cgroup(
                     "cgroups unavailable ({why}); falling back to process groups and a subreaper: \
                      limits are not enforced and double-forked daemons may survive a kill"
                 )),
+                false,
             ));
         }
     };
@@ -540,6 +602,7 @@ fn setup_cgroup(
     } else {
         None
     };
+    let created = existing.is_none();
     let cg = match existing {
         Some(cg) => Ok(cg),
         None => TaskCgroup::clear_stale(&hierarchy, &parent, task_id)
@@ -549,7 +612,7 @@ fn setup_cgroup(
         task_id: task_id.to_owned(),
         source,
     })?;
-    Ok((Some(cg), None))
+    Ok((Some(cg), None, created))
 }
 
 /// Take the task's ownership lock (`flock`, released by the kernel when the executor dies), and
@@ -807,5 +870,38 @@ mod tests {
         assert_eq!(back.scheduler_token_file, None);
         assert_eq!(back.opts.hostname.as_deref(), Some("h"));
         assert!(read_launch(&dir.path().join("missing")).is_none());
+    }
+
+    #[test]
+    fn a_failed_start_whose_cgroup_cannot_be_removed_reports_both_errors() {
+        let err = PrepareError::CgroupLeft {
+            failure: Box::new(PrepareError::Keeper {
+                task_id: "t".into(),
+                what: "fork",
+                addr: KeeperAddr::Abstract(b"hearth-keeper/x/t".to_vec()),
+                source: io::Error::from_raw_os_error(libc::EAGAIN),
+            }),
+            cgroup: "hearth/t".into(),
+            cleanup: cgroup::CgroupError::RemoveDir {
+                path: "/sys/fs/cgroup/pids/hearth/t".into(),
+                source: io::Error::from_raw_os_error(libc::EBUSY),
+            },
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "task \"t\": cannot fork its keeper (@hearth-keeper/x/t): Resource temporarily \
+                 unavailable"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "; and its cgroup hearth/t could not be removed: removing cgroup directory \
+                 /sys/fs/cgroup/pids/hearth/t: Device or resource busy (os error 16)"
+            ),
+            "{text}"
+        );
+        assert_eq!(err.exit_code(), 1);
     }
 }
