@@ -21,184 +21,21 @@ use hearth_checkpoints::record::{
 use hearth_checkpoints::replay::TaskReplay;
 use hearth_checkpoints::root::{self, Root, TaskPlace};
 use hearth_checkpoints::stream::{self, CheckpointWriter};
-use thiserror::Error;
 
 use crate::cgroup::{self, Limits, TaskCgroup};
-use crate::keeper::socket::{self as keeper_socket, KeeperAddr, PeerError};
-use crate::keeper::{self, KeeperPaths};
+use crate::keeper::{self, socket::KeeperAddr};
+
+mod error;
+mod keeper_start;
+mod launch;
+
+pub use self::error::PrepareError;
+use self::keeper_start::{find_or_start_keeper, undo_cgroup};
+use self::launch::record_launch;
+pub use self::launch::{LaunchRecord, RunOptions, launch_files, read_launch};
 
 /// The pids limit of a task cgroup: generous, but it stops a fork bomb from taking the host.
 pub const TASK_PIDS_MAX: u64 = 16_384;
-
-/// The options of `hearth run`. Kept (without `config`, which is copied) in
-/// `checkpoints/<task_id>/launch.json` so that `hearth kill` can adopt a task whose executor is gone.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct RunOptions {
-    pub config: PathBuf,
-    pub root: Option<PathBuf>,
-    pub sandbox: Option<PathBuf>,
-    pub task_id: Option<String>,
-    pub ports: Vec<(String, u16)>,
-    pub instance: Option<u32>,
-    pub hostname: Option<String>,
-    pub user: Option<String>,
-    pub no_setuid: bool,
-    pub json: bool,
-    pub force: bool,
-    /// Parent cgroup name under each hierarchy (default `hearth`).
-    pub cgroup_parent: Option<String>,
-    /// Do not use cgroups even where they are available.
-    pub no_cgroups: bool,
-    /// Base URL of the scheduler to report status updates to.
-    pub scheduler: Option<String>,
-    /// Start tearing the task down at once (`hearth kill` adopting an orphaned task).
-    #[serde(skip)]
-    pub kill_on_start: bool,
-}
-
-/// Where a task's launch is recorded, for `hearth kill` to adopt it if its executor dies.
-pub fn launch_files(ckpt_dir: &Path) -> (PathBuf, PathBuf) {
-    (ckpt_dir.join("config.json"), ckpt_dir.join("launch.json"))
-}
-
-/// `launch.json`: the options of `hearth run`, and the scheduler token file it was given (a
-/// path, never the token).
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct LaunchRecord {
-    #[serde(flatten)]
-    pub opts: RunOptions,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheduler_token_file: Option<PathBuf>,
-}
-
-/// Read a task's `launch.json`; `None` when it is missing or unreadable.
-///
-/// Decoded through a [`serde_json::Value`]: the record flattens [`RunOptions`], and a flattened
-/// struct read straight from text loses its numbers when serde_json's `arbitrary_precision`
-/// feature is on (the `.aurora` evaluator's Starlark turns it on for the whole build).
-pub fn read_launch(path: &Path) -> Option<LaunchRecord> {
-    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    serde_json::from_value(value).ok()
-}
-
-/// Why a task could not be started. `Usage` errors map to exit code 2 and leave nothing behind.
-#[derive(Debug, Error)]
-pub enum PrepareError {
-    #[error("invalid task config {path}:\n{errors}")]
-    Config { path: PathBuf, errors: String },
-    /// The caller's mistake (a flag, a user that does not exist).
-    #[error("{0}")]
-    Usage(String),
-    /// A bug in the executor, not the caller's mistake: exit code 5.
-    #[error("internal error: {0}")]
-    Internal(&'static str),
-    #[error("user {name:?}: cannot look it up")]
-    UserLookup {
-        name: String,
-        #[source]
-        source: nix::Error,
-    },
-    #[error("task {task_id:?} is already run by executor pid {pid} (pass --force to take it over)")]
-    Owned { task_id: String, pid: i32 },
-    #[error("task {task_id:?} already ended {state}; choose another --task-id")]
-    AlreadyFinished {
-        task_id: String,
-        state: &'static str,
-    },
-    #[error("{what} {path}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("checkpoint {path}")]
-    Checkpoint {
-        path: PathBuf,
-        #[source]
-        source: stream::CheckpointError,
-    },
-    #[error(transparent)]
-    Root(#[from] root::RootError),
-    #[error("task {task_id:?}: cannot {what} its keeper ({addr})")]
-    Keeper {
-        task_id: String,
-        what: &'static str,
-        addr: KeeperAddr,
-        #[source]
-        source: io::Error,
-    },
-    #[error(
-        "task {task_id:?}: its keeper's socket {addr} is already held{}",
-        holder.map_or(String::new(), |(pid, uid)| format!(" by pid {pid} (uid {uid})"))
-    )]
-    KeeperSocketTaken {
-        task_id: String,
-        addr: KeeperAddr,
-        /// Who answers on it, `(pid, uid)`, when anyone does.
-        holder: Option<(i32, u32)>,
-    },
-    #[error("task {task_id:?}: {source}")]
-    KeeperPeer { task_id: String, source: PeerError },
-    /// A start failed after creating the task's cgroup, and removing the cgroup failed too.
-    #[error(
-        "{}; and its cgroup {} could not be removed: {}",
-        with_causes(failure),
-        cgroup.display(),
-        with_causes(cleanup)
-    )]
-    CgroupLeft {
-        failure: Box<PrepareError>,
-        cgroup: PathBuf,
-        cleanup: cgroup::CgroupError,
-    },
-    #[error("cgroup for task {task_id:?}")]
-    Cgroup {
-        task_id: String,
-        #[source]
-        source: cgroup::CgroupError,
-    },
-}
-
-impl PrepareError {
-    /// Whether this is the caller's mistake (exit code 2) rather than a failure to run.
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            PrepareError::Config { .. }
-                | PrepareError::Usage(_)
-                | PrepareError::Owned { .. }
-                | PrepareError::AlreadyFinished { .. }
-        ) || matches!(self, PrepareError::Root(e) if e.is_usage())
-            || matches!(self, PrepareError::CgroupLeft { failure, .. } if failure.is_usage())
-    }
-
-    /// The exit code of `hearth run` for this error: 2 for the caller's mistakes, 5 for an
-    /// internal error, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            PrepareError::CgroupLeft { failure, .. } => failure.exit_code(),
-            PrepareError::Internal(_) => 5,
-            e if e.is_usage() => 2,
-            _ => 1,
-        }
-    }
-}
-
-/// An error and its causes, `: `-separated (for an error that reports two: each with its own).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !s.ends_with(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cause = c.source();
-    }
-    s
-}
 
 /// The user the task's processes run as.
 #[derive(Debug, Clone)]
@@ -471,89 +308,6 @@ pub fn prepare_with_token_file(
     })
 }
 
-/// The task's running keeper (adopted after a restart), else a new one.
-fn find_or_start_keeper(
-    task_id: &str,
-    ckpt_dir: &Path,
-    keeper_stream: &Path,
-    cgroup: Option<&TaskCgroup>,
-) -> Result<KeeperAddr, PrepareError> {
-    let running = keeper_socket::find_running(ckpt_dir, task_id).map_err(|source| {
-        PrepareError::KeeperPeer {
-            task_id: task_id.to_owned(),
-            source,
-        }
-    })?;
-    if let Some(addr) = running {
-        return Ok(addr);
-    }
-    let paths = KeeperPaths {
-        task_id: task_id.to_owned(),
-        stream: keeper_stream.to_path_buf(),
-        log: ckpt_dir.join("keeper.log"),
-        cgroup_procs: cgroup.map(|c| c.join_files()).unwrap_or_default(),
-    };
-    start_keeper(&paths, keeper_socket::abstract_name(ckpt_dir, task_id))
-}
-
-/// Remove the cgroup a failed start created (it holds no process: none was started). When that
-/// fails too, the error says both.
-fn undo_cgroup(failure: PrepareError, cgroup: &TaskCgroup) -> PrepareError {
-    match cgroup.remove() {
-        Ok(()) => failure,
-        Err(cleanup) => PrepareError::CgroupLeft {
-            failure: Box::new(failure),
-            cgroup: cgroup.name().to_path_buf(),
-            cleanup,
-        },
-    }
-}
-
-/// Bind the keeper's abstract socket `name`, then fork the keeper, which inherits it. The keeper
-/// stays our child while we live; if we die first it is re-parented (to init or the nearest
-/// subreaper) and outlives us, and a restarted executor reaches it through the same name.
-fn start_keeper(paths: &KeeperPaths, name: Vec<u8>) -> Result<KeeperAddr, PrepareError> {
-    if !crate::spawn::is_single_threaded() {
-        return Err(PrepareError::Internal(
-            "the keeper must be forked before any thread starts",
-        ));
-    }
-    let task_id = || paths.task_id.clone();
-    let listener = match keeper_socket::bind(&name) {
-        Ok(l) => l,
-        // One keeper per task: the name is held by a keeper that did not answer us (or by
-        // something else entirely).
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            return Err(PrepareError::KeeperSocketTaken {
-                task_id: task_id(),
-                holder: keeper_socket::holder(&name),
-                addr: KeeperAddr::Abstract(name),
-            });
-        }
-        Err(source) => {
-            return Err(PrepareError::Keeper {
-                task_id: task_id(),
-                what: "bind the socket of",
-                addr: KeeperAddr::Abstract(name),
-                source,
-            });
-        }
-    };
-    let addr = KeeperAddr::Abstract(name);
-    let p = paths.clone();
-    crate::spawn::fork_keeper(move || {
-        keeper::rename_process(&p.task_id);
-        keeper::run(&p, listener)
-    })
-    .map_err(|source| PrepareError::Keeper {
-        task_id: task_id(),
-        what: "fork",
-        addr: addr.clone(),
-        source,
-    })?;
-    Ok(addr)
-}
-
 /// The task's cgroup (or why there is none), and whether this call created it (rather than
 /// re-attaching a recovering task to its own).
 fn setup_cgroup(
@@ -760,43 +514,6 @@ fn create_sandbox(sandbox: &Path, user: &TaskUser) -> Result<(), PrepareError> {
     Ok(())
 }
 
-/// Keep a copy of the config as given and the options of this launch next to the checkpoint.
-fn record_launch(
-    opts: &RunOptions,
-    token_file: Option<&Path>,
-    ckpt_dir: &Path,
-    task_id: &str,
-) -> Result<(), PrepareError> {
-    let (config_copy, launch) = launch_files(ckpt_dir);
-    let raw = std::fs::read(&opts.config).map_err(io_err("read", &opts.config))?;
-    write_atomic(&config_copy, &raw).map_err(io_err("write", &config_copy))?;
-    let mut o = RunOptions {
-        config: config_copy.clone(),
-        task_id: Some(task_id.to_owned()),
-        ..Default::default()
-    };
-    o.root = opts.root.clone();
-    o.sandbox = opts.sandbox.clone();
-    o.ports = opts.ports.clone();
-    o.instance = opts.instance;
-    o.hostname = opts.hostname.clone();
-    o.user = opts.user.clone();
-    o.no_setuid = opts.no_setuid;
-    o.cgroup_parent = opts.cgroup_parent.clone();
-    o.no_cgroups = opts.no_cgroups;
-    o.scheduler = opts.scheduler.clone();
-    let record = LaunchRecord {
-        opts: o,
-        scheduler_token_file: token_file.map(Path::to_path_buf),
-    };
-    let json = serde_json::to_vec_pretty(&record).map_err(|e| PrepareError::Io {
-        what: "serialize",
-        path: launch.clone(),
-        source: io::Error::other(e),
-    })?;
-    write_atomic(&launch, &json).map_err(io_err("write", &launch))
-}
-
 /// Write the bound task config to `tasks/active/<task_id>` atomically.
 fn write_task_config(root: &Root, task_id: &str, task: &TaskConfig) -> Result<(), PrepareError> {
     let path = root.task_config_path(task_id, TaskPlace::Active);
@@ -829,79 +546,4 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 fn allocate_port() -> io::Result<u16> {
     let l = std::net::TcpListener::bind(("0.0.0.0", 0))?;
     Ok(l.local_addr()?.port())
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_launch_record_keeps_the_token_file_path_and_older_records_still_parse() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("launch.json");
-        let record = LaunchRecord {
-            opts: RunOptions {
-                scheduler: Some("http://s:1".into()),
-                ports: vec![("http".into(), 31000)],
-                ..RunOptions::default()
-            },
-            scheduler_token_file: Some("/r/agent/token".into()),
-        };
-        std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            text.contains(r#""scheduler_token_file":"/r/agent/token""#),
-            "{text}"
-        );
-        let back = read_launch(&path).unwrap();
-        assert_eq!(back.scheduler_token_file, record.scheduler_token_file);
-        assert_eq!(back.opts.scheduler.as_deref(), Some("http://s:1"));
-        assert_eq!(back.opts.ports, vec![("http".to_owned(), 31000)]);
-
-        // A record written before the token existed: the options as they were, no token file.
-        let old = serde_json::to_vec(&RunOptions {
-            hostname: Some("h".into()),
-            ..RunOptions::default()
-        })
-        .unwrap();
-        std::fs::write(&path, old).unwrap();
-        let back = read_launch(&path).unwrap();
-        assert_eq!(back.scheduler_token_file, None);
-        assert_eq!(back.opts.hostname.as_deref(), Some("h"));
-        assert!(read_launch(&dir.path().join("missing")).is_none());
-    }
-
-    #[test]
-    fn a_failed_start_whose_cgroup_cannot_be_removed_reports_both_errors() {
-        let err = PrepareError::CgroupLeft {
-            failure: Box::new(PrepareError::Keeper {
-                task_id: "t".into(),
-                what: "fork",
-                addr: KeeperAddr::Abstract(b"hearth-keeper/x/t".to_vec()),
-                source: io::Error::from_raw_os_error(libc::EAGAIN),
-            }),
-            cgroup: "hearth/t".into(),
-            cleanup: cgroup::CgroupError::RemoveDir {
-                path: "/sys/fs/cgroup/pids/hearth/t".into(),
-                source: io::Error::from_raw_os_error(libc::EBUSY),
-            },
-        };
-        let text = err.to_string();
-        assert!(
-            text.starts_with(
-                "task \"t\": cannot fork its keeper (@hearth-keeper/x/t): Resource temporarily \
-                 unavailable"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.ends_with(
-                "; and its cgroup hearth/t could not be removed: removing cgroup directory \
-                 /sys/fs/cgroup/pids/hearth/t: Device or resource busy (os error 16)"
-            ),
-            "{text}"
-        );
-        assert_eq!(err.exit_code(), 1);
-    }
 }
