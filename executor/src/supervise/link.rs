@@ -1,7 +1,6 @@
 //! The executor's end of the keeper's Unix socket: requests out in bounded pieces, replies in
 //! through a reader task, one JSON object per line each way (see [`crate::keeper::protocol`]).
 
-use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -14,6 +13,7 @@ use super::SuperviseError;
 use crate::keeper::protocol::{
     Child, Exit, OLDEST_SUPPORTED, PROTOCOL_VERSION, ProtocolError, Reply, Request, parse_reply,
 };
+use crate::keeper::socket::{self, KeeperAddr};
 
 /// Requests to the keeper are written in pieces of about this size.
 const SEND_CHUNK: usize = 16 * 1024;
@@ -36,19 +36,31 @@ pub struct Hello {
 }
 
 impl Link {
-    /// Connect to the keeper. Its socket is bound before the keeper is forked (`prepare`), so the
-    /// first attempt normally succeeds — the connection waits in the listen backlog until the
-    /// keeper accepts it. A refused or missing socket is retried with a short backoff for up to
-    /// 10 s before giving up.
-    pub async fn connect(path: &Path) -> Result<Link, SuperviseError> {
+    /// Connect to the keeper, and make sure it runs as this user or root (an abstract socket
+    /// name has no file permissions: anyone could bind it first). Its socket is bound before the
+    /// keeper is forked (`prepare`), so the first attempt normally succeeds — the connection
+    /// waits in the listen backlog until the keeper accepts it. A refused or missing socket is
+    /// retried with a short backoff for up to 10 s before giving up.
+    pub async fn connect(addr: &KeeperAddr) -> Result<Link, SuperviseError> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut backoff = Duration::from_millis(1);
         let stream = loop {
-            match UnixStream::connect(path).await {
-                Ok(s) => break s,
+            match addr.connect() {
+                Ok(s) => {
+                    socket::check_peer(&s, addr)?;
+                    s.set_nonblocking(true)
+                        .map_err(|source| SuperviseError::Keeper {
+                            addr: addr.clone(),
+                            source,
+                        })?;
+                    break UnixStream::from_std(s).map_err(|source| SuperviseError::Keeper {
+                        addr: addr.clone(),
+                        source,
+                    })?;
+                }
                 Err(e) if Instant::now() >= deadline => {
                     return Err(SuperviseError::Keeper {
-                        path: path.to_path_buf(),
+                        addr: addr.clone(),
                         source: e,
                     });
                 }
@@ -239,6 +251,32 @@ mod tests {
         drop(link);
         let seen = keeper.await?;
         assert_eq!(seen[0], r#"{"op":"hello","version":2}"#);
+        Ok(())
+    }
+
+    /// A keeper started by a build before abstract sockets listens on the socket file
+    /// `checkpoints/<task_id>/keeper.sock`: the executor finds it there (nothing answers on the
+    /// abstract name) and adopts it.
+    #[tokio::test]
+    async fn a_keeper_listening_on_the_old_socket_file_is_found_and_adopted()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = socket::legacy_path(dir.path());
+        let listener = tokio::net::UnixListener::bind(&path)?;
+        // Every connection gets the transcript: the first is `prepare`'s probe.
+        let keeper = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(v1_keeper(stream));
+            }
+        });
+        let addr = socket::find_running(dir.path(), "old")?.ok_or("no keeper found")?;
+        assert_eq!(addr, KeeperAddr::Legacy(path));
+        let mut link =
+            tokio::time::timeout(Duration::from_secs(10), Link::connect(&addr)).await??;
+        let hello = tokio::time::timeout(Duration::from_secs(10), link.hello()).await??;
+        assert_eq!((hello.version, hello.keeper_pid), (1, 4242));
+        drop(link);
+        keeper.abort();
         Ok(())
     }
 

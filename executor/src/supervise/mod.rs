@@ -31,7 +31,6 @@ mod storage;
 pub mod teardown;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use hearth_checkpoints::record::{
@@ -102,14 +101,16 @@ impl Ending {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {
-    #[error("cannot reach the keeper at {path}")]
+    #[error("cannot reach the keeper at {addr}")]
     Keeper {
-        path: PathBuf,
+        addr: crate::keeper::socket::KeeperAddr,
         #[source]
         source: std::io::Error,
     },
     #[error("the keeper closed its connection unexpectedly")]
     KeeperGone,
+    #[error(transparent)]
+    KeeperPeer(#[from] crate::keeper::socket::PeerError),
     #[error("checkpoint write failed")]
     Checkpoint(#[from] hearth_checkpoints::stream::CheckpointError),
     #[error("cannot rebuild the plan from the checkpoint")]
@@ -181,7 +182,7 @@ pub async fn supervise(
     token: Option<&str>,
     kill_on_start: bool,
 ) -> Result<Ending, SuperviseError> {
-    let link = Link::connect(&p.keeper_socket).await?;
+    let link = Link::connect(&p.keeper_addr).await?;
     // The replay lives on in the supervisor's own state; `p` keeps none.
     let replay = std::mem::take(&mut p.replay);
     let now = Instant::now();

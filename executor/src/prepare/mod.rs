@@ -3,7 +3,9 @@
 //! sandbox, the cgroup and the checkpoint stream, and fork the keeper.
 //!
 //! Nothing is created until the config has been validated and bound: a bad config leaves no
-//! sandbox, cgroup or checkpoint behind.
+//! sandbox, cgroup or checkpoint behind. A start that fails after creating the task's cgroup
+//! (finding or starting the keeper) removes that cgroup again, and says so when it cannot; a
+//! recovering start never removes the cgroup it re-attached to.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -20,134 +22,21 @@ use hearth_checkpoints::record::{
 use hearth_checkpoints::replay::TaskReplay;
 use hearth_checkpoints::root::{self, Root, TaskPlace};
 use hearth_checkpoints::stream::{self, CheckpointWriter};
-use thiserror::Error;
 
 use crate::cgroup::{self, Limits, TaskCgroup};
-use crate::keeper::{self, KeeperPaths};
+use crate::keeper::{self, socket::KeeperAddr};
+
+mod error;
+mod keeper_start;
+mod launch;
+
+pub use self::error::PrepareError;
+use self::keeper_start::{find_or_start_keeper, undo_cgroup};
+use self::launch::record_launch;
+pub use self::launch::{LaunchRecord, RunOptions, launch_files, read_launch};
 
 /// The pids limit of a task cgroup: generous, but it stops a fork bomb from taking the host.
 pub const TASK_PIDS_MAX: u64 = 16_384;
-
-/// The options of `hearth run`. Kept (without `config`, which is copied) in
-/// `checkpoints/<task_id>/launch.json` so that `hearth kill` can adopt a task whose executor is gone.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct RunOptions {
-    pub config: PathBuf,
-    pub root: Option<PathBuf>,
-    pub sandbox: Option<PathBuf>,
-    pub task_id: Option<String>,
-    pub ports: Vec<(String, u16)>,
-    pub instance: Option<u32>,
-    pub hostname: Option<String>,
-    pub user: Option<String>,
-    pub no_setuid: bool,
-    pub json: bool,
-    pub force: bool,
-    /// Parent cgroup name under each hierarchy (default `hearth`).
-    pub cgroup_parent: Option<String>,
-    /// Do not use cgroups even where they are available.
-    pub no_cgroups: bool,
-    /// Base URL of the scheduler to report status updates to.
-    pub scheduler: Option<String>,
-    /// Start tearing the task down at once (`hearth kill` adopting an orphaned task).
-    #[serde(skip)]
-    pub kill_on_start: bool,
-}
-
-/// Where a task's launch is recorded, for `hearth kill` to adopt it if its executor dies.
-pub fn launch_files(ckpt_dir: &Path) -> (PathBuf, PathBuf) {
-    (ckpt_dir.join("config.json"), ckpt_dir.join("launch.json"))
-}
-
-/// `launch.json`: the options of `hearth run`, and the scheduler token file it was given (a
-/// path, never the token).
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct LaunchRecord {
-    #[serde(flatten)]
-    pub opts: RunOptions,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheduler_token_file: Option<PathBuf>,
-}
-
-/// Read a task's `launch.json`; `None` when it is missing or unreadable.
-///
-/// Decoded through a [`serde_json::Value`]: the record flattens [`RunOptions`], and a flattened
-/// struct read straight from text loses its numbers when serde_json's `arbitrary_precision`
-/// feature is on (the `.aurora` evaluator's Starlark turns it on for the whole build).
-pub fn read_launch(path: &Path) -> Option<LaunchRecord> {
-    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    serde_json::from_value(value).ok()
-}
-
-/// Why a task could not be started. `Usage` errors map to exit code 2 and leave nothing behind.
-#[derive(Debug, Error)]
-pub enum PrepareError {
-    #[error("invalid task config {path}:\n{errors}")]
-    Config { path: PathBuf, errors: String },
-    /// The caller's mistake (a flag, a user that does not exist).
-    #[error("{0}")]
-    Usage(String),
-    /// A bug in the executor, not the caller's mistake: exit code 5.
-    #[error("internal error: {0}")]
-    Internal(&'static str),
-    #[error("user {name:?}: cannot look it up")]
-    UserLookup {
-        name: String,
-        #[source]
-        source: nix::Error,
-    },
-    #[error("task {task_id:?} is already run by executor pid {pid} (pass --force to take it over)")]
-    Owned { task_id: String, pid: i32 },
-    #[error("task {task_id:?} already ended {state}; choose another --task-id")]
-    AlreadyFinished {
-        task_id: String,
-        state: &'static str,
-    },
-    #[error("{what} {path}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("checkpoint {path}")]
-    Checkpoint {
-        path: PathBuf,
-        #[source]
-        source: stream::CheckpointError,
-    },
-    #[error(transparent)]
-    Root(#[from] root::RootError),
-    #[error("cgroup for task {task_id:?}")]
-    Cgroup {
-        task_id: String,
-        #[source]
-        source: cgroup::CgroupError,
-    },
-}
-
-impl PrepareError {
-    /// Whether this is the caller's mistake (exit code 2) rather than a failure to run.
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            PrepareError::Config { .. }
-                | PrepareError::Usage(_)
-                | PrepareError::Owned { .. }
-                | PrepareError::AlreadyFinished { .. }
-        ) || matches!(self, PrepareError::Root(e) if e.is_usage())
-    }
-
-    /// The exit code of `hearth run` for this error: 2 for the caller's mistakes, 5 for an
-    /// internal error, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            PrepareError::Internal(_) => 5,
-            e if e.is_usage() => 2,
-            _ => 1,
-        }
-    }
-}
 
 /// The user the task's processes run as.
 #[derive(Debug, Clone)]
@@ -178,7 +67,9 @@ pub struct Prepared {
     pub cgroup: Option<TaskCgroup>,
     /// Printed once: why there is no cgroup.
     pub cgroup_warning: Option<String>,
-    pub keeper_socket: PathBuf,
+    /// Where the task's keeper listens: its abstract name, or the socket file of a keeper an
+    /// earlier build started.
+    pub keeper_addr: KeeperAddr,
     pub keeper_stream: PathBuf,
     /// The task's live-condition file (`None` if it could not be created: then a failing disk
     /// is reported on stderr and to the scheduler only).
@@ -402,20 +293,16 @@ pub fn prepare_with_token_file(
         record_launch(opts, token_file, &ckpt_dir, &task_id)?;
     }
 
-    let (cgroup, cgroup_warning) = setup_cgroup(opts, &task_id, &task, recovering)?;
+    let (cgroup, cgroup_warning, cgroup_created) = setup_cgroup(opts, &task_id, &task, recovering)?;
 
-    let keeper_socket = keeper::socket_path(&ckpt_dir);
+    // From here on, a failure removes the cgroup this start created — never one a recovering
+    // start re-attached to, where the task's processes live.
     let keeper_stream = root.keeper_path(&task_id);
-    if std::os::unix::net::UnixStream::connect(&keeper_socket).is_err() {
-        let paths = KeeperPaths {
-            task_id: task_id.clone(),
-            socket: keeper_socket.clone(),
-            stream: keeper_stream.clone(),
-            log: ckpt_dir.join("keeper.log"),
-            cgroup_procs: cgroup.as_ref().map(|c| c.join_files()).unwrap_or_default(),
-        };
-        start_keeper(&paths)?;
-    }
+    let keeper_addr = find_or_start_keeper(&task_id, &ckpt_dir, &keeper_stream, cgroup.as_ref())
+        .map_err(|failure| match cgroup.as_ref().filter(|_| cgroup_created) {
+            Some(cg) => undo_cgroup(failure, cg),
+            None => failure,
+        })?;
 
     Ok(Prepared {
         task_id,
@@ -429,39 +316,21 @@ pub fn prepare_with_token_file(
         recovering,
         cgroup,
         cgroup_warning,
-        keeper_socket,
+        keeper_addr,
         keeper_stream,
         condition,
         _lock: lock,
     })
 }
 
-/// Bind the keeper's socket, then fork the keeper, which inherits it. The keeper stays our child
-/// while we live; if we die first it is re-parented (to init or the nearest subreaper) and
-/// outlives us, and a restarted executor reaches it through the same socket.
-fn start_keeper(paths: &KeeperPaths) -> Result<(), PrepareError> {
-    if !crate::spawn::is_single_threaded() {
-        return Err(PrepareError::Internal(
-            "the keeper must be forked before any thread starts",
-        ));
-    }
-    let listener = keeper::bind_socket(&paths.socket)
-        .map_err(io_err("bind the keeper socket", &paths.socket))?;
-    let p = paths.clone();
-    crate::spawn::fork_keeper(move || {
-        keeper::rename_process(&p.task_id);
-        keeper::run(&p, listener)
-    })
-    .map(drop)
-    .map_err(io_err("fork the keeper for", &paths.socket))
-}
-
+/// The task's cgroup (or why there is none), and whether this call created it (rather than
+/// re-attaching a recovering task to its own).
 fn setup_cgroup(
     opts: &RunOptions,
     task_id: &str,
     task: &TaskConfig,
     recovering: bool,
-) -> Result<(Option<TaskCgroup>, Option<String>), PrepareError> {
+) -> Result<(Option<TaskCgroup>, Option<String>, bool), PrepareError> {
     if opts.no_cgroups {
         return Ok((
             None,
@@ -470,6 +339,7 @@ fn setup_cgroup(
                  are not enforced"
                     .to_owned(),
             ),
+            false,
         ));
     }
     let hierarchy = match cgroup::available() {
@@ -481,6 +351,7 @@ fn setup_cgroup(
                     "cgroups unavailable ({why}); falling back to process groups and a subreaper: \
                      limits are not enforced and double-forked daemons may survive a kill"
                 )),
+                false,
             ));
         }
     };
@@ -500,6 +371,7 @@ fn setup_cgroup(
     } else {
         None
     };
+    let created = existing.is_none();
     let cg = match existing {
         Some(cg) => Ok(cg),
         None => TaskCgroup::clear_stale(&hierarchy, &parent, task_id)
@@ -509,7 +381,7 @@ fn setup_cgroup(
         task_id: task_id.to_owned(),
         source,
     })?;
-    Ok((Some(cg), None))
+    Ok((Some(cg), None, created))
 }
 
 /// Take the task's ownership lock (`flock`, released by the kernel when the executor dies), and
@@ -657,43 +529,6 @@ fn create_sandbox(sandbox: &Path, user: &TaskUser) -> Result<(), PrepareError> {
     Ok(())
 }
 
-/// Keep a copy of the config as given and the options of this launch next to the checkpoint.
-fn record_launch(
-    opts: &RunOptions,
-    token_file: Option<&Path>,
-    ckpt_dir: &Path,
-    task_id: &str,
-) -> Result<(), PrepareError> {
-    let (config_copy, launch) = launch_files(ckpt_dir);
-    let raw = std::fs::read(&opts.config).map_err(io_err("read", &opts.config))?;
-    write_atomic(&config_copy, &raw).map_err(io_err("write", &config_copy))?;
-    let mut o = RunOptions {
-        config: config_copy.clone(),
-        task_id: Some(task_id.to_owned()),
-        ..Default::default()
-    };
-    o.root = opts.root.clone();
-    o.sandbox = opts.sandbox.clone();
-    o.ports = opts.ports.clone();
-    o.instance = opts.instance;
-    o.hostname = opts.hostname.clone();
-    o.user = opts.user.clone();
-    o.no_setuid = opts.no_setuid;
-    o.cgroup_parent = opts.cgroup_parent.clone();
-    o.no_cgroups = opts.no_cgroups;
-    o.scheduler = opts.scheduler.clone();
-    let record = LaunchRecord {
-        opts: o,
-        scheduler_token_file: token_file.map(Path::to_path_buf),
-    };
-    let json = serde_json::to_vec_pretty(&record).map_err(|e| PrepareError::Io {
-        what: "serialize",
-        path: launch.clone(),
-        source: io::Error::other(e),
-    })?;
-    write_atomic(&launch, &json).map_err(io_err("write", &launch))
-}
-
 /// Write the bound task config to `tasks/active/<task_id>` atomically.
 fn write_task_config(root: &Root, task_id: &str, task: &TaskConfig) -> Result<(), PrepareError> {
     let path = root.task_config_path(task_id, TaskPlace::Active);
@@ -726,46 +561,4 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 fn allocate_port() -> io::Result<u16> {
     let l = std::net::TcpListener::bind(("0.0.0.0", 0))?;
     Ok(l.local_addr()?.port())
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_launch_record_keeps_the_token_file_path_and_older_records_still_parse() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("launch.json");
-        let record = LaunchRecord {
-            opts: RunOptions {
-                scheduler: Some("http://s:1".into()),
-                ports: vec![("http".into(), 31000)],
-                ..RunOptions::default()
-            },
-            scheduler_token_file: Some("/r/agent/token".into()),
-        };
-        std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            text.contains(r#""scheduler_token_file":"/r/agent/token""#),
-            "{text}"
-        );
-        let back = read_launch(&path).unwrap();
-        assert_eq!(back.scheduler_token_file, record.scheduler_token_file);
-        assert_eq!(back.opts.scheduler.as_deref(), Some("http://s:1"));
-        assert_eq!(back.opts.ports, vec![("http".to_owned(), 31000)]);
-
-        // A record written before the token existed: the options as they were, no token file.
-        let old = serde_json::to_vec(&RunOptions {
-            hostname: Some("h".into()),
-            ..RunOptions::default()
-        })
-        .unwrap();
-        std::fs::write(&path, old).unwrap();
-        let back = read_launch(&path).unwrap();
-        assert_eq!(back.scheduler_token_file, None);
-        assert_eq!(back.opts.hostname.as_deref(), Some("h"));
-        assert!(read_launch(&dir.path().join("missing")).is_none());
-    }
 }
