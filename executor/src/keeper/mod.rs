@@ -26,6 +26,16 @@
 //! reaping task processes; `stream` the keeper's own checkpoint stream; `rotate` rotated logs;
 //! `process` small `/proc`, process-title and file helpers; [`protocol`] the wire format.
 
+/// A line on the keeper's stderr (its `keeper.log`). A write that fails — the log's disk full or
+/// read-only — is dropped: `eprintln!` would panic there and end the keeper, and with it every
+/// exit it holds for the executor.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod children;
 mod process;
 pub mod protocol;
@@ -80,7 +90,7 @@ pub fn run(paths: &KeeperPaths, listener: UnixListener) -> i32 {
     match Keeper::start(paths, listener).and_then(|mut k| k.serve()) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("hearth keeper for {}: {e}", paths.task_id);
+            note!("hearth keeper for {}: {e}", paths.task_id);
             1
         }
     }

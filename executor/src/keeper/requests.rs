@@ -75,7 +75,7 @@ impl Keeper {
         if let Err(e) = self.writer.write_out() {
             // The spawns happened: report them. Their records stay buffered and are written
             // with the next exits once the disk takes them again.
-            eprintln!("hearth-keeper: cannot write spawn records yet: {e}");
+            note!("hearth-keeper: cannot write spawn records yet: {e}");
             let _ = self.writer.recover();
         }
         for r in &replies {

@@ -205,7 +205,7 @@ impl Keeper {
             Err(e) => Some(format!("a peer whose credentials cannot be read: {e}")),
         };
         if let Some(why) = refused {
-            eprintln!(
+            note!(
                 "hearth-keeper {}: refused a connection from {why}",
                 self.paths.task_id
             );

@@ -40,11 +40,11 @@ impl Keeper {
         if self.writer.is_poisoned()
             && let Err(e) = self.writer.recover()
         {
-            eprintln!("hearth-keeper: cannot reopen the keeper stream yet: {e}");
+            note!("hearth-keeper: cannot reopen the keeper stream yet: {e}");
             return;
         }
         if let Err(e) = self.writer.commit() {
-            eprintln!("hearth-keeper: cannot write exits yet, holding them: {e}");
+            note!("hearth-keeper: cannot write exits yet, holding them: {e}");
             let _ = self.writer.recover();
             return;
         }
