@@ -233,7 +233,8 @@ impl SnoozeWatch {
         self.seen.as_ref().and_then(|(_, spec)| spec.expires_ms)
     }
 
-    /// Look at the file at wall-clock time `now_ms`; returns the transition, if any.
+    /// Look at the file at wall-clock time `now_ms`; returns the transition, if any. Blocking (a
+    /// stat, and a small read when the file changed).
     pub fn poll(&mut self, now_ms: i64) -> Option<HealthEvent> {
         let meta = match fs::metadata(&self.path) {
             Ok(m) if !m.is_dir() => m,
