@@ -189,6 +189,7 @@ impl Tree {
     }
 
     /// Read one directory (not recursively): its own blocks and its entries' blocks.
+    #[allow(clippy::disallowed_methods)] // tree work runs on the blocking pool only
     fn read_dir(path: &Path) -> Option<Dir> {
         let meta = fs::symlink_metadata(path).ok()?;
         if !meta.is_dir() {
@@ -445,7 +446,7 @@ async fn run(root: PathBuf, limit: u64, used: Arc<AtomicU64>, tx: mpsc::Sender<D
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

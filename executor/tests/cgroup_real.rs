@@ -5,6 +5,9 @@
 //! `HEARTH_REQUIRE_CGROUPS=1` is set (CI sets it), in which case it fails. Each test makes its own
 //! cgroup `hearth-test/<test>-<pid>` and removes it, even when it fails.
 
+// A test thread, not the executor's runtime: plain file calls are fine here.
+#![allow(clippy::disallowed_methods)]
+
 use std::error::Error;
 use std::fs::{self, OpenOptions};
 use std::io;

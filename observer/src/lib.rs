@@ -42,10 +42,18 @@
 pub mod api;
 pub mod chunk;
 pub mod error;
+// The modules below read files with blocking calls. They run only off the runtime: in the
+// handlers (on the blocking pool, see `off_runtime`), on the watcher's thread, or before the
+// runtime starts (`Observer::open`).
+#[allow(clippy::disallowed_methods)]
 pub mod pages;
+#[allow(clippy::disallowed_methods)]
 pub mod safepath;
+#[allow(clippy::disallowed_methods)]
 pub mod store;
+#[allow(clippy::disallowed_methods)]
 pub mod tail;
+#[allow(clippy::disallowed_methods)]
 pub mod usage;
 pub mod watch;
 

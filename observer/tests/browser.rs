@@ -5,6 +5,8 @@
 //!
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the test is skipped with a
 //! printed reason, unless `HEARTH_REQUIRE_BROWSER=1` (CI), where it fails.
+// A test, off the server's runtime: plain file calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -38,6 +38,7 @@ pub mod shell;
 pub mod snooze;
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests write snooze files directly
 mod tests;
 
 pub use algorithm::{CheckOutcome, HealthAlgorithm, Verdict};

@@ -708,6 +708,7 @@ impl Supervisor {
 
 /// Move the task's config from the active to the finished place, leaving it where it is if the
 /// copy fails. Blocking: the supervisor runs it on tokio's blocking pool.
+#[allow(clippy::disallowed_methods)] // called through spawn_blocking only
 fn move_config(active: &std::path::Path, finished: &std::path::Path) {
     if let Ok(bytes) = std::fs::read(active)
         && write_atomic(finished, &bytes).is_ok()

@@ -416,6 +416,7 @@ impl Supervisor {
 }
 
 /// The exits recorded in the keeper's stream at `path`, by process and run. Blocking.
+#[allow(clippy::disallowed_methods)] // called through spawn_blocking only
 pub(super) fn keeper_stream_exits(path: &std::path::Path) -> BTreeMap<RunKey, Exit> {
     let mut out = BTreeMap::new();
     let Ok(bytes) = std::fs::read(path) else {
