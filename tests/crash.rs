@@ -82,14 +82,16 @@ fn kill_9_at_every_stage_loses_no_exit_status_and_never_runs_a_process_twice() -
     let exec = env.spawn(&cfg, id, &[]);
     wait_until("the checkpoint", Duration::from_secs(20), || {
         runner.exists()
-    });
+    })
+    .unwrap();
     kill9(exec);
 
     // 2. During the launches: a few processes have started.
     let exec = env.spawn(&cfg, id, &[]);
     wait_until("five starts", Duration::from_secs(20), || {
         count(&env, id, "start") >= 5
-    });
+    })
+    .unwrap();
     kill9(exec);
     // Let some processes end while no executor is there.
     let ends = count(&env, id, "end");
@@ -97,13 +99,15 @@ fn kill_9_at_every_stage_loses_no_exit_status_and_never_runs_a_process_twice() -
         "an exit while the executor is down",
         Duration::from_secs(20),
         || count(&env, id, "end") > ends,
-    );
+    )
+    .unwrap();
 
     // 3. After the launches, while retries run.
     let exec = env.spawn(&cfg, id, &[]);
     wait_until("twelve exits", Duration::from_secs(30), || {
         count(&env, id, "end") >= 12
-    });
+    })
+    .unwrap();
     kill9(exec);
 
     // 4. Finish.
@@ -183,12 +187,14 @@ fn inspect_shows_exits_the_keeper_saw_while_the_executor_was_down() -> TestResul
                     .last()
                     .is_some_and(|r| r.state == ProcessState::Running)
             })
-    });
+    })
+    .unwrap();
     kill9(exec);
     let quick_pid = runs(&env.replay("down"), "quick")[0].pid.unwrap();
     wait_until("quick to exit", Duration::from_secs(20), || {
         !common::alive(quick_pid)
-    });
+    })
+    .unwrap();
     let inspect = || {
         let out = common::hearth()
             .args(["inspect", "down", "--json", "--root"])
@@ -201,7 +207,8 @@ fn inspect_shows_exits_the_keeper_saw_while_the_executor_was_down() -> TestResul
         "the keeper's record of the exit",
         Duration::from_secs(5),
         || inspect()["processes"]["quick"][0]["state"] == "FAILED",
-    );
+    )
+    .unwrap();
     let shown = inspect();
     assert_eq!(shown["processes"]["quick"][0]["return_code"], 4);
     assert_eq!(shown["processes"]["slow"][0]["state"], "RUNNING");
@@ -212,7 +219,8 @@ fn inspect_shows_exits_the_keeper_saw_while_the_executor_was_down() -> TestResul
         "the exit in the runner stream",
         Duration::from_secs(20),
         || runs(&env.replay("down"), "quick")[0].state == ProcessState::Failed,
-    );
+    )
+    .unwrap();
     let k = env.kill("down");
     assert!(k.status.success(), "{}", show(&k));
     let out = wait_output(exec, Duration::from_secs(30));
@@ -242,7 +250,8 @@ fn exits_the_keeper_recorded_survive_the_keeper_itself_dying() -> TestResult {
                     .last()
                     .is_some_and(|r| r.state == ProcessState::Running)
             })
-    });
+    })
+    .unwrap();
     let first = env.replay("keeperdies");
     let keeper = runs(&first, "slow")[0].coordinator_pid.unwrap();
     let old_slow = runs(&first, "slow")[0].pid.unwrap();
@@ -261,20 +270,23 @@ fn exits_the_keeper_recorded_survive_the_keeper_itself_dying() -> TestResult {
                 if p.process == "quick" && p.return_code == Some(5))
                 })
         },
-    );
+    )
+    .unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(keeper),
         nix::sys::signal::SIGKILL,
     )?;
     wait_until("the keeper to die", Duration::from_secs(5), || {
         !common::alive(keeper)
-    });
+    })
+    .unwrap();
 
     let exec = env.spawn(&cfg, "keeperdies", &[]);
     wait_until("slow to run again", Duration::from_secs(20), || {
         runs(&env.replay("keeperdies"), "slow").len() >= 2
             && runs(&env.replay("keeperdies"), "slow")[1].state == ProcessState::Running
-    });
+    })
+    .unwrap();
     assert!(
         !common::alive(old_slow),
         "the orphaned first run of slow was left running"
@@ -284,7 +296,8 @@ fn exits_the_keeper_recorded_survive_the_keeper_itself_dying() -> TestResult {
     let new_slow = runs(&env.replay("keeperdies"), "slow")[1].pid.unwrap();
     wait_until("slow's shell to exec sleep", Duration::from_secs(5), || {
         std::fs::read_to_string(format!("/proc/{new_slow}/comm")).is_ok_and(|c| c.trim() == "sleep")
-    });
+    })
+    .unwrap();
     let k = env.kill("keeperdies");
     assert!(k.status.success(), "{}", show(&k));
     let out = wait_output(exec, Duration::from_secs(30));
@@ -314,11 +327,13 @@ fn kill_adopts_a_task_whose_executor_died_and_tears_it_down() -> TestResult {
             && runs(&env.replay("orphan"), "server")
                 .last()
                 .is_some_and(|r| r.state == ProcessState::Running)
-    });
+    })
+    .unwrap();
     let pid = runs(&env.replay("orphan"), "server")[0].pid.unwrap();
     wait_until("the shell to exec sleep", Duration::from_secs(5), || {
         std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
-    });
+    })
+    .unwrap();
     kill9(exec);
     let k = env.kill("orphan");
     assert!(k.status.success(), "{}", show(&k));
@@ -347,7 +362,8 @@ fn an_executor_killed_during_teardown_is_restarted_and_ends_the_task_killed() ->
     let exec = env.spawn(&cfg, "tear", &[]);
     wait_until("the shell to set its trap", Duration::from_secs(20), || {
         env.sandbox("tear").join("ready").exists()
-    });
+    })
+    .unwrap();
     let term = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(exec.id() as i32),
         nix::sys::signal::SIGTERM,
@@ -355,7 +371,8 @@ fn an_executor_killed_during_teardown_is_restarted_and_ends_the_task_killed() ->
     assert!(term.is_ok(), "{term:?}");
     wait_until("CLEANING to be recorded", Duration::from_secs(10), || {
         env.replay("tear").state() == TaskState::Cleaning
-    });
+    })
+    .unwrap();
     kill9(exec);
     let cleaning = env
         .replay("tear")
@@ -420,7 +437,8 @@ fn phantom_lost_runs_regression_a_kill_between_forked_and_the_spawn_request_lose
         wait_until("the executor to end", Duration::from_secs(60), || {
             status = child.try_wait().unwrap();
             status.is_some()
-        });
+        })
+        .unwrap();
         let status = status.unwrap();
         if status.signal() != Some(libc::SIGKILL) {
             let stderr = std::fs::read_to_string(&log)?;

@@ -337,7 +337,7 @@ fn snooze_file_pauses_health_checks() -> TestResult {
     let r = env.wait_replay("dozy", "the snooze end record", LIMIT, |r| {
         r.snoozes.len() >= 2
     });
-    common::wait_until("checks to resume", LIMIT, || log.count(HEALTH_GET) > before);
+    common::wait_until("checks to resume", LIMIT, || log.count(HEALTH_GET) > before).unwrap();
     assert_eq!(
         r.snoozes.iter().map(|s| s.active).collect::<Vec<_>>(),
         [true, false]
@@ -388,7 +388,7 @@ fn an_expired_snooze_resumes_checks() -> TestResult {
         "snooze ended at {} ms, expiry {expires} ms",
         end.timestamp_ms
     );
-    common::wait_until("checks to resume", LIMIT, || log.count(HEALTH_GET) > before);
+    common::wait_until("checks to resume", LIMIT, || log.count(HEALTH_GET) > before).unwrap();
     assert_eq!(r.snoozes.len(), 2, "{:?}", r.snoozes);
 
     let kill = env.kill("nap");

@@ -88,7 +88,7 @@ fn sleeper(env: &Env, name: &str) -> std::path::PathBuf {
 
 fn wait_started(env: &Env, name: &str) {
     let marker = env.sandbox(name).join("started");
-    wait_until("the process to start", LIMIT, || marker.exists());
+    wait_until("the process to start", LIMIT, || marker.exists()).unwrap();
 }
 
 #[test]
@@ -111,7 +111,8 @@ fn status_updates_arrive_once_in_order_across_a_scheduler_outage() -> TestResult
     assert_eq!(report_seqs(&r), [("STARTING", 1), ("RUNNING", 2)]);
     wait_until("STARTING and RUNNING to arrive", LIMIT, || {
         store.applied("outage").len() >= 2
-    });
+    })
+    .unwrap();
     receiver.stop(&rt);
     wait_started(&env, "outage");
 
@@ -176,7 +177,8 @@ fn status_updates_arrive_once_in_order_also_across_an_executor_kill_9_and_restar
     let exec = env.spawn(&cfg, "crash", &args);
     wait_until("the unacknowledged updates to be re-sent", LIMIT, || {
         store.applied("crash").len() >= 2
-    });
+    })
+    .unwrap();
     wait_started(&env, "crash");
     let kill = env.kill("crash");
     assert!(kill.status.success(), "{}", show(&kill));

@@ -107,7 +107,8 @@ fn reruns_a_daemon_after_each_success_until_killed() -> TestResult {
     let runs_file = env.sandbox("daemon").join("runs");
     wait_until("three daemon runs", Duration::from_secs(30), || {
         read(&runs_file).lines().count() >= 3
-    });
+    })
+    .unwrap();
     let k = env.kill("daemon");
     assert!(k.status.success(), "{}", show(&k));
     let out = common::wait_output(child, Duration::from_secs(30));
@@ -471,7 +472,8 @@ fn a_second_executor_refuses_a_task_that_is_already_owned() -> TestResult {
     wait_until("the process to run", Duration::from_secs(20), || {
         env.root().join("checkpoints/owned/runner").exists()
             && states(&env.replay("owned"), "p").contains(&P::Running)
-    });
+    })
+    .unwrap();
     let second = env.run(&cfg, "owned", &[]);
     assert_eq!(second.status.code(), Some(2), "{}", show(&second));
     assert!(
@@ -507,7 +509,8 @@ fn kill_stops_a_double_forked_daemon_and_empties_the_cgroup() -> TestResult {
                 .trim()
                 .parse::<i32>()
                 .is_ok()
-    });
+    })
+    .unwrap();
     let daemon: i32 = read(&sandbox.join("daemon.pid")).trim().parse().unwrap();
     assert!(alive(daemon));
     let k = env.kill("dfork");
@@ -520,7 +523,8 @@ fn kill_stops_a_double_forked_daemon_and_empties_the_cgroup() -> TestResult {
     );
     wait_until("the daemon to be gone", Duration::from_secs(5), || {
         !alive(daemon)
-    });
+    })
+    .unwrap();
     for c in ["memory", "pids", "freezer", "cpu"] {
         let dir = Path::new("/sys/fs/cgroup").join(c).join("hearth/dfork");
         assert!(!dir.exists(), "{} still exists", dir.display());
@@ -565,7 +569,8 @@ fn without_cgroups_kill_still_reaches_a_double_forked_daemon() -> TestResult {
                 .trim()
                 .parse::<i32>()
                 .is_ok()
-    });
+    })
+    .unwrap();
     let daemon: i32 = read(&sandbox.join("daemon.pid")).trim().parse().unwrap();
     let k = env.kill("nocg");
     assert!(k.status.success(), "{}", show(&k));
@@ -582,7 +587,8 @@ fn without_cgroups_kill_still_reaches_a_double_forked_daemon() -> TestResult {
     );
     wait_until("the daemon to be gone", Duration::from_secs(5), || {
         !alive(daemon)
-    });
+    })
+    .unwrap();
     Ok(())
 }
 
@@ -753,7 +759,8 @@ fn full_disk_regression_the_executor_waits_out_a_full_checkpoint_disk() -> TestR
                 .last()
                 .is_some_and(|x| x.run == 300 && x.state == P::Running)
         })
-    });
+    })
+    .unwrap();
     assert!(
         exec.try_wait()?.is_none(),
         "the executor exited: {}",
@@ -772,7 +779,8 @@ fn full_disk_regression_the_executor_waits_out_a_full_checkpoint_disk() -> TestR
     wait_until("the executor to end", Duration::from_secs(30), || {
         status = exec.try_wait().ok().flatten();
         status.is_some()
-    });
+    })
+    .unwrap();
     assert_eq!(status.and_then(|s| s.code()), Some(3), "{}", stderr());
     let replayed =
         hearth_checkpoints::stream::replay_path(&root.join("checkpoints").join(id).join("runner"))?;

@@ -779,7 +779,8 @@ fn hearth_dev_runs_the_example_job_and_ctrl_c_leaves_its_tasks_running() {
     };
     common::wait_until("hearth dev's banner", secs(60), || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.contains("Ctrl-C"))
-    });
+    })
+    .unwrap();
     let banner = std::fs::read_to_string(&log).unwrap();
     assert!(
         banner.contains(&url) && banner.contains(&format!("http://127.0.0.1:{observer}")),
@@ -801,7 +802,8 @@ fn hearth_dev_runs_the_example_job_and_ctrl_c_leaves_its_tasks_running() {
         let out = client(&["job", "status", key, "--json"]);
         tasks = serde_json::from_slice(&out.stdout).unwrap_or_default();
         all_in(&tasks, 2, "RUNNING")
-    });
+    })
+    .unwrap();
     assert!(active(&tasks).iter().all(|t| host_of(t) == "devhost"));
     let page = netns::http_get(format!("127.0.0.1:{observer}").parse().unwrap(), "/");
     assert!(page.is_some_and(|(code, _)| code == 200), "no observer");

@@ -8,11 +8,12 @@
 //! (`--no-setuid`) without cgroups (`--no-cgroups`); every wait has a deadline.
 #![allow(clippy::unwrap_used)]
 
+use hearth_testkit::wait_until;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -355,14 +356,6 @@ fn waiter(task_id: &str) -> Assignment {
     }
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LIMIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -386,7 +379,7 @@ fn an_assigned_task_runs_reports_with_the_token_and_is_forgotten_once_its_end_is
     let w = World::new();
     let agent = w.start_agent();
     let id = "root-test-waiter-0-1700000000000-a001";
-    wait_until("the first sync", || w.sched.last_sync().is_some());
+    wait_until("the first sync", LIMIT, || w.sched.last_sync().is_some())?;
     let first = w.sched.last_sync().unwrap();
     assert_eq!(first.host, "host-a");
     assert_eq!(first.attributes.get("rack").map(String::as_str), Some("r1"));
@@ -394,17 +387,21 @@ fn an_assigned_task_runs_reports_with_the_token_and_is_forgotten_once_its_end_is
     assert!(first.resources.cpu >= 1.0 && first.resources.ram > 0 && first.resources.disk > 0);
 
     w.sched.launch(waiter(id));
-    wait_until("the task reported running", || {
+    wait_until("the task reported running", LIMIT, || {
         w.sched.reported(id).is_some_and(|t| t.running)
-    });
-    wait_until("the executor's RUNNING report, with the token", || {
-        w.sched.states(id).contains(&ScheduleStatus::Running)
-    });
-    wait_until("the acknowledged epoch", || {
+    })?;
+    wait_until(
+        "the executor's RUNNING report, with the token",
+        LIMIT,
+        || w.sched.states(id).contains(&ScheduleStatus::Running),
+    )?;
+    wait_until("the acknowledged epoch", LIMIT, || {
         w.sched.last_sync().is_some_and(|s| s.acked_epoch >= 1)
-    });
+    })?;
     let sandbox = w.sandbox(id);
-    wait_until("the task's pid file", || sandbox.join("pid").exists());
+    wait_until("the task's pid file", LIMIT, || {
+        sandbox.join("pid").exists()
+    })?;
     assert_eq!(
         std::fs::read_to_string(sandbox.join("port"))?.trim(),
         "port=31234",
@@ -414,14 +411,14 @@ fn an_assigned_task_runs_reports_with_the_token_and_is_forgotten_once_its_end_is
     assert!(record.exists());
 
     std::fs::write(sandbox.join("stop"), "")?;
-    wait_until("FINISHED from the executor", || {
+    wait_until("FINISHED from the executor", LIMIT, || {
         w.sched.states(id).contains(&ScheduleStatus::Finished)
-    });
+    })?;
     // The agent reports the end, then forgets the task once a sync carried it.
-    wait_until("the record to go", || !record.exists());
-    wait_until("the task to leave the reports", || {
+    wait_until("the record to go", LIMIT, || !record.exists())?;
+    wait_until("the task to leave the reports", LIMIT, || {
         w.sched.reported(id).is_none()
-    });
+    })?;
     assert!(sandbox.exists(), "the sandbox stays");
     let log = std::fs::read_to_string(w.root().join("agent/logs").join(format!("{id}.log")))?;
     assert!(log.contains("--task-id") && log.contains(id), "{log}");
@@ -441,19 +438,25 @@ fn a_kill_order_ends_the_task_and_its_end_is_reported_killed() -> TestResult {
     let id = "root-test-waiter-0-1700000000000-b002";
     w.sched.launch(waiter(id));
     let pid_file = w.sandbox(id).join("pid");
-    wait_until("the task's process", || read_pid(&pid_file).is_some());
+    wait_until("the task's process", LIMIT, || {
+        read_pid(&pid_file).is_some()
+    })?;
     let pid = read_pid(&pid_file).unwrap();
     w.sched.kill(id);
-    wait_until("KILLED from the executor", || {
+    wait_until("KILLED from the executor", LIMIT, || {
         w.sched.states(id).contains(&ScheduleStatus::Killed)
-    });
-    wait_until("the task's process to end", || !alive(pid));
-    wait_until("the end to be reported and the task forgotten", || {
-        !w.root()
-            .join("agent/tasks")
-            .join(format!("{id}.json"))
-            .exists()
-    });
+    })?;
+    wait_until("the task's process to end", LIMIT, || !alive(pid))?;
+    wait_until(
+        "the end to be reported and the task forgotten",
+        LIMIT,
+        || {
+            !w.root()
+                .join("agent/tasks")
+                .join(format!("{id}.json"))
+                .exists()
+        },
+    )?;
     w.stop_agent(agent);
     Ok(())
 }
@@ -466,7 +469,9 @@ fn a_restarted_agent_re_adopts_its_task_and_recovers_an_executor_that_died_meanw
     let first = w.start_agent();
     w.sched.launch(waiter(id));
     let pid_file = w.sandbox(id).join("pid");
-    wait_until("the task's process", || read_pid(&pid_file).is_some());
+    wait_until("the task's process", LIMIT, || {
+        read_pid(&pid_file).is_some()
+    })?;
     let task_pid = read_pid(&pid_file).unwrap();
     let first_id = w.sched.last_sync().unwrap().agent_id;
 
@@ -477,7 +482,7 @@ fn a_restarted_agent_re_adopts_its_task_and_recovers_an_executor_that_died_meanw
         nix::unistd::Pid::from_raw(exec),
         nix::sys::signal::Signal::SIGKILL,
     )?;
-    wait_until("the executor to die", || !alive(exec));
+    wait_until("the executor to die", LIMIT, || !alive(exec))?;
     assert!(
         alive(task_pid),
         "the task outlives its agent and its executor"
@@ -485,17 +490,17 @@ fn a_restarted_agent_re_adopts_its_task_and_recovers_an_executor_that_died_meanw
 
     // A new agent on the same root: a new agent id, the task reported and recovered.
     let second = w.start_agent();
-    wait_until("a sync from the new agent", || {
+    wait_until("a sync from the new agent", LIMIT, || {
         w.sched.last_sync().is_some_and(|s| s.agent_id != first_id)
-    });
-    wait_until("a new executor for the task", || {
+    })?;
+    wait_until("a new executor for the task", LIMIT, || {
         executor_pid(&w.root(), id).is_some_and(|p| p != exec && alive(p))
-    });
-    wait_until("the task reported running by the new agent", || {
+    })?;
+    wait_until("the task reported running by the new agent", LIMIT, || {
         w.sched.last_sync().is_some_and(|s| {
             s.agent_id != first_id && s.tasks.iter().any(|t| t.task_id == id && t.running)
         })
-    });
+    })?;
     assert_eq!(
         read_pid(&pid_file),
         Some(task_pid),
@@ -504,10 +509,12 @@ fn a_restarted_agent_re_adopts_its_task_and_recovers_an_executor_that_died_meanw
     assert!(alive(task_pid));
 
     std::fs::write(w.sandbox(id).join("stop"), "")?;
-    wait_until("FINISHED", || {
+    wait_until("FINISHED", LIMIT, || {
         w.sched.states(id).contains(&ScheduleStatus::Finished)
-    });
-    wait_until("the task forgotten", || w.sched.reported(id).is_none());
+    })?;
+    wait_until("the task forgotten", LIMIT, || {
+        w.sched.reported(id).is_none()
+    })?;
     assert_eq!(
         w.sched.state.lock().unwrap().refused,
         0,
@@ -526,9 +533,9 @@ fn an_agent_with_a_wrong_token_keeps_retrying_and_starts_nothing() -> TestResult
     let join = w.rt.spawn(hearth_agent::run(cfg, async move {
         let _ = stopped.await;
     }));
-    wait_until("three refused syncs (backing off)", || {
+    wait_until("three refused syncs (backing off)", LIMIT, || {
         w.sched.state.lock().unwrap().refused >= 3
-    });
+    })?;
     assert!(w.sched.last_sync().is_none());
     let _ = stop.send(());
     let r =
@@ -564,10 +571,12 @@ fn an_agent_killed_with_sigkill_leaves_its_tasks_running_and_its_successor_re_ad
     let first = w.spawn_agent_process();
     w.sched.launch(waiter(id));
     let pid_file = w.sandbox(id).join("pid");
-    wait_until("the task's process", || read_pid(&pid_file).is_some());
-    wait_until("the task reported running", || {
+    wait_until("the task's process", LIMIT, || {
+        read_pid(&pid_file).is_some()
+    })?;
+    wait_until("the task reported running", LIMIT, || {
         w.sched.reported(id).is_some_and(|t| t.running)
-    });
+    })?;
     let task_pid = read_pid(&pid_file).unwrap();
     let exec = executor_pid(&w.root(), id).unwrap();
     let first_id = w.sched.last_sync().unwrap().agent_id;
@@ -577,11 +586,11 @@ fn an_agent_killed_with_sigkill_leaves_its_tasks_running_and_its_successor_re_ad
     assert!(alive(task_pid), "the task outlives the agent");
 
     let second = w.spawn_agent_process();
-    wait_until("the new agent reporting the task running", || {
+    wait_until("the new agent reporting the task running", LIMIT, || {
         w.sched.last_sync().is_some_and(|s| {
             s.agent_id != first_id && s.tasks.iter().any(|t| t.task_id == id && t.running)
         })
-    });
+    })?;
     assert_eq!(
         executor_pid(&w.root(), id),
         Some(exec),
@@ -590,15 +599,15 @@ fn an_agent_killed_with_sigkill_leaves_its_tasks_running_and_its_successor_re_ad
     assert_eq!(read_pid(&pid_file), Some(task_pid));
 
     std::fs::write(w.sandbox(id).join("stop"), "")?;
-    wait_until("FINISHED", || {
+    wait_until("FINISHED", LIMIT, || {
         w.sched.states(id).contains(&ScheduleStatus::Finished)
-    });
-    wait_until("the task forgotten by the new agent", || {
+    })?;
+    wait_until("the task forgotten by the new agent", LIMIT, || {
         !w.root()
             .join("agent/tasks")
             .join(format!("{id}.json"))
             .exists()
-    });
+    })?;
     second.kill_9();
     Ok(())
 }
@@ -611,33 +620,35 @@ fn an_end_whose_report_was_lost_with_its_executor_is_delivered_by_the_agent() ->
     let id = "root-test-waiter-0-1700000000000-e005";
     w.sched.launch(waiter(id));
     let pid_file = w.sandbox(id).join("pid");
-    wait_until("the task's process", || read_pid(&pid_file).is_some());
+    wait_until("the task's process", LIMIT, || {
+        read_pid(&pid_file).is_some()
+    })?;
     let exec = executor_pid(&w.root(), id).unwrap();
     std::fs::write(w.sandbox(id).join("stop"), "")?;
     let runner = w.root().join("checkpoints").join(id).join("runner");
-    wait_until("the end in the checkpoint", || {
+    wait_until("the end in the checkpoint", LIMIT, || {
         hearth_checkpoints::stream::replay_path(&runner)
             .is_ok_and(|r| r.replay.state().is_terminal())
-    });
+    })?;
     // The executor dies while it waits for the scheduler to take its updates.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(exec),
         nix::sys::signal::Signal::SIGKILL,
     )?;
-    wait_until("the agent to report the end", || {
+    wait_until("the agent to report the end", LIMIT, || {
         w.sched
             .reported(id)
             .is_some_and(|t| t.terminal == Some(ScheduleStatus::Finished) && !t.running)
-    });
+    })?;
     let log = w.root().join("agent/logs").join(format!("{id}.log"));
-    wait_until("a second hearth run, to deliver the updates", || {
+    wait_until("a second hearth run, to deliver the updates", LIMIT, || {
         std::fs::read_to_string(&log).is_ok_and(|l| {
             l.lines()
                 .filter(|l| l.starts_with("hearth agent: ") && l.contains(" run "))
                 .count()
                 >= 2
         })
-    });
+    })?;
     assert!(
         w.root()
             .join("agent/tasks")
@@ -646,20 +657,20 @@ fn an_end_whose_report_was_lost_with_its_executor_is_delivered_by_the_agent() ->
         "kept while its updates are not acknowledged"
     );
     w.sched.state.lock().unwrap().status_down = false;
-    wait_until("every update applied once, in order", || {
+    wait_until("every update applied once, in order", LIMIT, || {
         w.sched.states(id)
             == vec![
                 ScheduleStatus::Starting,
                 ScheduleStatus::Running,
                 ScheduleStatus::Finished,
             ]
-    });
-    wait_until("the task forgotten", || {
+    })?;
+    wait_until("the task forgotten", LIMIT, || {
         !w.root()
             .join("agent/tasks")
             .join(format!("{id}.json"))
             .exists()
-    });
+    })?;
     w.stop_agent(agent);
     Ok(())
 }
@@ -682,9 +693,9 @@ fn a_stray_in_the_root_is_reported_and_killed_on_order() -> TestResult {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    wait_until("the stray reported running", || {
+    wait_until("the stray reported running", LIMIT, || {
         w.sched.reported(id).is_some_and(|t| t.running)
-    });
+    })?;
     assert!(
         !w.root()
             .join("agent/tasks")
@@ -699,9 +710,9 @@ fn a_stray_in_the_root_is_reported_and_killed_on_order() -> TestResult {
         Some(3),
         "hearth run exits 3 when its task is killed"
     );
-    wait_until("the stray to leave the reports", || {
+    wait_until("the stray to leave the reports", LIMIT, || {
         w.sched.reported(id).is_none()
-    });
+    })?;
     w.stop_agent(agent);
     Ok(())
 }
@@ -713,31 +724,33 @@ fn tasks_keep_running_while_the_scheduler_fails_and_syncs_resume_after() -> Test
     let id = "root-test-waiter-0-1700000000000-a007";
     w.sched.launch(waiter(id));
     let pid_file = w.sandbox(id).join("pid");
-    wait_until("the task's process", || read_pid(&pid_file).is_some());
+    wait_until("the task's process", LIMIT, || {
+        read_pid(&pid_file).is_some()
+    })?;
     let task_pid = read_pid(&pid_file).unwrap();
     w.sched.state.lock().unwrap().sync_down = true;
     let failing_since = w.sched.state.lock().unwrap().failed_syncs;
-    wait_until("several failed syncs", || {
+    wait_until("several failed syncs", LIMIT, || {
         w.sched.state.lock().unwrap().failed_syncs >= failing_since + 4
-    });
+    })?;
     assert!(alive(task_pid), "the task keeps running");
     let syncs = w.sched.state.lock().unwrap().syncs.len();
     w.sched.state.lock().unwrap().sync_down = false;
-    wait_until("syncs again, reporting the task running", || {
+    wait_until("syncs again, reporting the task running", LIMIT, || {
         let st = w.sched.state.lock().unwrap();
         st.syncs.len() > syncs
             && st
                 .syncs
                 .last()
                 .is_some_and(|s| s.tasks.iter().any(|t| t.task_id == id && t.running))
-    });
+    })?;
     std::fs::write(w.sandbox(id).join("stop"), "")?;
-    wait_until("the task forgotten", || {
+    wait_until("the task forgotten", LIMIT, || {
         !w.root()
             .join("agent/tasks")
             .join(format!("{id}.json"))
             .exists()
-    });
+    })?;
     w.stop_agent(agent);
     Ok(())
 }

@@ -5,6 +5,9 @@
 //!
 //! Run: `cargo bench -p hearth-executor --bench health_cpu`
 
+// A test thread, not the executor's runtime: plain file calls are fine here.
+#![allow(clippy::disallowed_methods)]
+
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 

@@ -30,19 +30,20 @@
 //! # Caveats
 //! * A file with several hard links inside the sandbox is counted once per link.
 //! * Blocking file-system work runs on tokio's blocking pool, never on the event loop.
+//! * Inotify is driven through the `notify` crate's watcher, which reads events on a thread of
+//!   its own (one per monitor) and hands them to the event loop over a bounded channel; when that
+//!   channel is full, the monitor does a full walk instead, as on `IN_Q_OVERFLOW`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
-use tokio::io::unix::AsyncFd;
+use notify::event::{EventKind, ModifyKind};
+use notify::{INotifyWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -56,6 +57,8 @@ const FULL_WALK_COST_FACTOR: u32 = 200;
 const POLL_MIN: Duration = Duration::from_secs(1);
 const POLL_MAX: Duration = Duration::from_secs(4);
 const POLL_COST_FACTOR: u32 = 100;
+/// Changed paths queued between the watcher's thread and the event loop; beyond this, a full walk.
+const EVENT_QUEUE: usize = 4096;
 
 /// What the disk monitor reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,16 +112,6 @@ pub fn start(sandbox: PathBuf, limit: u64) -> (DiskMonitor, mpsc::Receiver<DiskE
     (DiskMonitor { handle, used }, rx)
 }
 
-/// The inotify instance, shared by the tree (watches) and the event loop (reads).
-#[derive(Debug)]
-struct Notify(Inotify);
-
-impl AsRawFd for Notify {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
-    }
-}
-
 #[derive(Debug, Default)]
 struct Dir {
     bytes: u64,
@@ -131,9 +124,9 @@ pub struct Tree {
     root: PathBuf,
     dirs: HashMap<PathBuf, Dir>,
     total: u64,
-    notify: Option<Arc<Notify>>,
-    wd_path: HashMap<WatchDescriptor, PathBuf>,
-    path_wd: HashMap<PathBuf, WatchDescriptor>,
+    notify: Option<INotifyWatcher>,
+    /// Directories with a watch (one per directory; none recursive).
+    watched: HashSet<PathBuf>,
     /// Some directory could not be watched: only full walks are trustworthy.
     unwatched: bool,
 }
@@ -144,14 +137,13 @@ fn allocated(meta: &fs::Metadata) -> u64 {
 
 impl Tree {
     /// Walk `root`, watching every directory when `notify` is given.
-    fn build(root: PathBuf, notify: Option<Arc<Notify>>) -> Tree {
+    fn build(root: PathBuf, notify: Option<INotifyWatcher>) -> Tree {
         let mut tree = Tree {
             root: root.clone(),
             dirs: HashMap::new(),
             total: 0,
             notify,
-            wd_path: HashMap::new(),
-            path_wd: HashMap::new(),
+            watched: HashSet::new(),
             unwatched: false,
         };
         tree.add_tree(root);
@@ -168,23 +160,15 @@ impl Tree {
     }
 
     fn watch(&mut self, path: &Path) {
-        let Some(n) = &self.notify else {
+        let Some(n) = &mut self.notify else {
             self.unwatched = true;
             return;
         };
-        let flags = AddWatchFlags::IN_CREATE
-            | AddWatchFlags::IN_DELETE
-            | AddWatchFlags::IN_MODIFY
-            | AddWatchFlags::IN_MOVED_FROM
-            | AddWatchFlags::IN_MOVED_TO
-            | AddWatchFlags::IN_ONLYDIR
-            | AddWatchFlags::IN_DONT_FOLLOW;
-        match n.0.add_watch(path, flags) {
-            Ok(wd) => {
-                self.wd_path.insert(wd, path.to_owned());
-                self.path_wd.insert(path.to_owned(), wd);
+        match n.watch(path, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                self.watched.insert(path.to_owned());
             }
-            Err(Errno::ENOENT | Errno::ENOTDIR) => {}
+            Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => {}
             Err(e) => {
                 if !self.unwatched {
                     tracing::warn!(path = %path.display(), error = %e,
@@ -196,18 +180,16 @@ impl Tree {
     }
 
     fn unwatch(&mut self, path: &Path) {
-        if let Some(wd) = self.path_wd.remove(path) {
-            // The same inode may be watched again under a new name (a rename): keep that one.
-            if self.wd_path.get(&wd).is_some_and(|p| p == path) {
-                self.wd_path.remove(&wd);
-                if let Some(n) = &self.notify {
-                    let _ = n.0.rm_watch(wd);
-                }
-            }
+        if self.watched.remove(path)
+            && let Some(n) = &mut self.notify
+        {
+            // The watcher drops the watch of a directory moved away by itself: not found is fine.
+            let _ = n.unwatch(path);
         }
     }
 
     /// Read one directory (not recursively): its own blocks and its entries' blocks.
+    #[allow(clippy::disallowed_methods)] // tree work runs on the blocking pool only
     fn read_dir(path: &Path) -> Option<Dir> {
         let meta = fs::symlink_metadata(path).ok()?;
         if !meta.is_dir() {
@@ -289,6 +271,19 @@ impl Tree {
         }
     }
 
+    /// Record a change at `path`: its directory, and the path itself if it is a directory we
+    /// know (a directory's own deletion or move), need a re-read.
+    fn mark_dirty(&self, path: &Path, dirty: &mut HashSet<PathBuf>) {
+        if self.dirs.contains_key(path) {
+            dirty.insert(path.to_owned());
+        }
+        if let Some(parent) = path.parent()
+            && self.dirs.contains_key(parent)
+        {
+            dirty.insert(parent.to_owned());
+        }
+    }
+
     /// Start over: forget everything and walk the whole tree again.
     fn full_walk(&mut self) {
         let root = self.root.clone();
@@ -297,10 +292,6 @@ impl Tree {
         self.total = 0;
         self.unwatched = self.notify.is_none();
         self.add_tree(root);
-    }
-
-    fn path_of(&self, wd: WatchDescriptor) -> Option<&PathBuf> {
-        self.wd_path.get(&wd)
     }
 }
 
@@ -327,33 +318,53 @@ fn full_walk_period(walk: Duration, unwatched: bool) -> Duration {
     }
 }
 
-async fn run(root: PathBuf, limit: u64, used: Arc<AtomicU64>, tx: mpsc::Sender<DiskEvent>) {
-    let notify = match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
-        Ok(i) => Some(Arc::new(Notify(i))),
-        Err(e) => {
-            tracing::warn!(error = %e, "no inotify; disk usage is measured by periodic walks");
-            None
+/// What the watcher's thread tells the event loop.
+#[derive(Debug)]
+enum Change {
+    /// Something changed at this path: an entry of a watched directory, or one itself.
+    At(PathBuf),
+    /// The kernel's queue overflowed: only a full walk is trustworthy.
+    Lost,
+}
+
+/// An inotify watcher whose events reach `tx`; `lost` is raised when `tx` is full.
+fn watcher(tx: mpsc::Sender<Change>, lost: Arc<AtomicBool>) -> notify::Result<INotifyWatcher> {
+    let handler = move |res: notify::Result<notify::Event>| {
+        let changes = match res {
+            Ok(ev) if ev.need_rescan() => vec![Change::Lost],
+            // Opening, closing or chmod-ing a file allocates no blocks.
+            Ok(ev)
+                if matches!(
+                    ev.kind,
+                    EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
+                ) =>
+            {
+                Vec::new()
+            }
+            Ok(ev) => ev.paths.into_iter().map(Change::At).collect(),
+            Err(_) => vec![Change::Lost],
+        };
+        for change in changes {
+            if tx.try_send(change).is_err() {
+                lost.store(true, Ordering::Relaxed);
+            }
         }
     };
-    let events = match &notify {
-        // `AsyncFd::new` is deprecated because a caller *could* hand it an object whose raw fd
-        // changes or closes while registered. Ours cannot: `Notify` owns the inotify fd
-        // (`OwnedFd`) for as long as any `Arc` to it lives, and always returns that same fd. The
-        // sound replacement, `AsyncFd::register`, is `unsafe`, which this module must not use.
-        #[allow(deprecated)]
-        Some(n) => match AsyncFd::new(n.clone()) {
-            Ok(fd) => Some(fd),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot poll inotify; disk usage falls back to walks");
-                None
-            }
-        },
-        None => None,
+    INotifyWatcher::new(handler, notify::Config::default())
+}
+
+async fn run(root: PathBuf, limit: u64, used: Arc<AtomicU64>, tx: mpsc::Sender<DiskEvent>) {
+    let lost = Arc::new(AtomicBool::new(false));
+    let (change_tx, change_rx) = mpsc::channel(EVENT_QUEUE);
+    let (notify, mut changes) = match watcher(change_tx, lost.clone()) {
+        Ok(w) => (Some(w), Some(change_rx)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no inotify; disk usage is measured by periodic walks");
+            (None, None)
+        }
     };
-    let start_notify = if events.is_some() { notify } else { None };
     let started = Instant::now();
-    let Ok(mut tree) = tokio::task::spawn_blocking(move || Tree::build(root, start_notify)).await
-    else {
+    let Ok(mut tree) = tokio::task::spawn_blocking(move || Tree::build(root, notify)).await else {
         return;
     };
     let mut walk_cost = started.elapsed();
@@ -375,23 +386,28 @@ async fn run(root: PathBuf, limit: u64, used: Arc<AtomicU64>, tx: mpsc::Sender<D
             }
         }
         tokio::select! {
-            ready = async { events.as_ref()?.readable().await.ok() }, if events.is_some() => {
-                let Some(mut guard) = ready else { continue };
-                match guard.try_io(|fd| fd.get_ref().0.read_events().map_err(std::io::Error::from)) {
-                    Ok(Ok(batch)) => {
-                        for ev in batch {
-                            if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
-                                overflow = true;
-                            } else if let Some(p) = tree.path_of(ev.wd) {
-                                dirty.insert(p.clone());
-                            }
-                        }
-                        if (overflow || !dirty.is_empty()) && flush_at.is_none() {
-                            flush_at = Some(Instant::now() + SETTLE);
-                        }
+            change = async { changes.as_mut()?.recv().await }, if changes.is_some() => {
+                let Some(first) = change else {
+                    tracing::warn!("the inotify watcher stopped; disk usage falls back to walks");
+                    changes = None;
+                    tree.notify = None;
+                    tree.watched.clear();
+                    tree.unwatched = true;
+                    continue;
+                };
+                let mut next = Some(first);
+                while let Some(change) = next {
+                    match change {
+                        Change::Lost => overflow = true,
+                        Change::At(p) => tree.mark_dirty(&p, &mut dirty),
                     }
-                    Ok(Err(e)) => tracing::warn!(error = %e, "reading inotify events"),
-                    Err(_would_block) => {}
+                    next = changes.as_mut().and_then(|rx| rx.try_recv().ok());
+                }
+                if lost.swap(false, Ordering::Relaxed) {
+                    overflow = true;
+                }
+                if (overflow || !dirty.is_empty()) && flush_at.is_none() {
+                    flush_at = Some(Instant::now() + SETTLE);
                 }
             }
             () = async {
@@ -430,7 +446,7 @@ async fn run(root: PathBuf, limit: u64, used: Arc<AtomicU64>, tx: mpsc::Sender<D
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::disallowed_methods)]
 mod tests {
     use super::*;
 
@@ -462,6 +478,31 @@ mod tests {
             Duration::from_secs(2)
         );
         assert_eq!(full_walk_period(Duration::from_secs(1), true), POLL_MAX);
+    }
+
+    #[tokio::test]
+    async fn a_write_in_a_watched_subdirectory_marks_that_directory_dirty() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        let lost = Arc::new(AtomicBool::new(false));
+        let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
+        let tree = Tree::build(root.clone(), Some(watcher(tx, lost).unwrap()));
+        assert!(!tree.unwatched);
+        assert_eq!(tree.watched.len(), 3, "{:?}", tree.watched);
+        fs::write(root.join("a/b/f"), vec![1u8; 10_000]).unwrap();
+        let mut dirty = HashSet::new();
+        while !dirty.contains(&root.join("a/b")) {
+            let change = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("no inotify event within 5 s")
+                .unwrap();
+            if let Change::At(p) = change {
+                tree.mark_dirty(&p, &mut dirty);
+            }
+        }
+        // Only the file's own directory: neither its parent nor the root.
+        assert_eq!(dirty, HashSet::from([root.join("a/b")]));
     }
 
     #[test]

@@ -3,13 +3,22 @@
 //! * [`planner`]: pure scheduling logic (ordering, retries, daemons, ephemerals, finals).
 //! * [`cgroup`]: the task's cgroup on v1, v2 or hybrid hosts, or none.
 
+// Cgroup files are read and written with blocking calls; the supervisor reaches them through
+// spawn_blocking only.
+#[allow(clippy::disallowed_methods)]
 pub mod cgroup;
+// `hearth kill`, `snooze` and `tail`: plain command-line code, no runtime.
+#[allow(clippy::disallowed_methods)]
 pub mod control;
 pub mod disk;
 pub mod failpoint;
 pub mod health;
+// The keeper is its own single-threaded process, without a runtime.
+#[allow(clippy::disallowed_methods)]
 pub mod keeper;
 pub mod planner;
+// Runs before the runtime starts (its `write_atomic` later through spawn_blocking only).
+#[allow(clippy::disallowed_methods)]
 pub mod prepare;
 pub mod report;
 pub mod spawn;

@@ -54,6 +54,7 @@ pub const TOKEN_FILE_ENV: &str = "HEARTH_SCHEDULER_TOKEN_FILE";
 
 /// The bearer token in `path`: its content without surrounding white space. An empty file, or
 /// one that is not valid as an HTTP header value, is an error naming the file (never the token).
+#[allow(clippy::disallowed_methods)] // read once, before the runtime starts
 pub fn read_token_file(path: &std::path::Path) -> Result<String, ReportError> {
     let text = std::fs::read_to_string(path).map_err(|source| ReportError::TokenFile {
         path: path.to_owned(),
@@ -525,7 +526,7 @@ fn root_cause(e: &dyn std::error::Error) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

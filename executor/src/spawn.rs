@@ -318,6 +318,7 @@ pub fn fork_keeper(child: impl FnOnce() -> i32) -> std::io::Result<i32> {
 }
 
 /// Whether this process has exactly one thread (read from `/proc/self/status`).
+#[allow(clippy::disallowed_methods)] // procfs, asked by prepare before the runtime starts
 pub fn is_single_threaded() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()

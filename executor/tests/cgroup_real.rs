@@ -5,14 +5,17 @@
 //! `HEARTH_REQUIRE_CGROUPS=1` is set (CI sets it), in which case it fails. Each test makes its own
 //! cgroup `hearth-test/<test>-<pid>` and removes it, even when it fails.
 
+// A test thread, not the executor's runtime: plain file calls are fine here.
+#![allow(clippy::disallowed_methods)]
+
+use hearth_testkit::wait_until;
 use std::error::Error;
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hearth_executor::cgroup::{self, Hierarchy, Limits, TaskCgroup};
 use nix::sys::signal::Signal;
@@ -90,22 +93,6 @@ fn spawn_in(cg: &TaskCgroup, script: &str) -> Result<Child, Box<dyn Error>> {
     let child = cmd.spawn()?;
     drop(fds);
     Ok(child)
-}
-
-/// Polls `done` with a short backoff until it holds, failing after `DEADLINE`.
-fn wait_until(what: &str, mut done: impl FnMut() -> Result<bool, Box<dyn Error>>) -> TestResult {
-    let deadline = Instant::now() + DEADLINE;
-    let mut pause = Duration::from_millis(1);
-    while !done()? {
-        if Instant::now() >= deadline {
-            return Err(format!("timed out after {DEADLINE:?} waiting until {what}").into());
-        }
-        // A plain test thread, no runtime.
-        #[allow(clippy::disallowed_methods)]
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-    Ok(())
 }
 
 fn pid_of(child: &Child) -> Result<i32, Box<dyn Error>> {
@@ -187,12 +174,12 @@ fn double_forked_daemon_is_still_tracked_after_its_parent_exits() -> TestResult 
     );
     // The orphan may not have reached exec yet when its parent exits; it is a member either way.
     assert_eq!(pids.len(), 1, "the orphan is not tracked: {pids:?}");
-    wait_until("the tracked orphan is sleep", || {
+    wait_until("the tracked orphan is sleep", DEADLINE, || {
         Ok(cg.0.pids()?.iter().any(|&p| comm(p) == "sleep"))
     })?;
     assert!(!cg.0.is_empty()?);
     cg.0.kill_all()?;
-    wait_until("the orphan is killed", || Ok(cg.0.is_empty()?))?;
+    wait_until("the orphan is killed", DEADLINE, || Ok(cg.0.is_empty()?))?;
     Ok(())
 }
 
@@ -205,15 +192,19 @@ fn signal_all_sigterm_empties_the_cgroup() -> TestResult {
     let mut direct = spawn_in(&cg.0, "sleep 30 & sleep 30 & wait")?;
     let mut orphaning = spawn_in(&cg.0, "sleep 30 & disown; exit 0")?;
     orphaning.wait()?;
-    wait_until("both sleeps under the first bash have started", || {
-        Ok(cg.0.pids()?.len() >= 4)
-    })?;
+    wait_until(
+        "both sleeps under the first bash have started",
+        DEADLINE,
+        || Ok(cg.0.pids()?.len() >= 4),
+    )?;
     let members = cg.0.pids()?.len();
     let signalled = cg.0.signal_all(Signal::SIGTERM)?;
     assert_eq!(signalled, members);
     let status = direct.wait()?;
     assert_eq!(status.signal(), Some(libc::SIGTERM));
-    wait_until("every member has exited", || Ok(cg.0.is_empty()?))?;
+    wait_until("every member has exited", DEADLINE, || {
+        Ok(cg.0.is_empty()?)
+    })?;
     assert_eq!(cg.0.pids()?, Vec::<i32>::new());
     Ok(())
 }
@@ -226,14 +217,18 @@ fn kill_all_ends_members_that_ignore_sigterm() -> TestResult {
     let cg = Scoped::create(&h, "killall", &Limits::default())?;
     // An ignored signal stays ignored across fork and exec: all three ignore SIGTERM.
     let mut child = spawn_in(&cg.0, "trap '' TERM; sleep 30 & sleep 30 & wait")?;
-    wait_until("the sleeps have started", || Ok(cg.0.pids()?.len() == 3))?;
+    wait_until("the sleeps have started", DEADLINE, || {
+        Ok(cg.0.pids()?.len() == 3)
+    })?;
     assert_eq!(cg.0.signal_all(Signal::SIGTERM)?, 3);
     let survivors = cg.0.pids()?;
     assert!(child.try_wait()?.is_none(), "bash did not ignore SIGTERM");
     cg.0.kill_all()?;
     let status = child.wait()?;
     assert_eq!(status.signal(), Some(libc::SIGKILL));
-    wait_until("every member is killed", || Ok(cg.0.is_empty()?))?;
+    wait_until("every member is killed", DEADLINE, || {
+        Ok(cg.0.is_empty()?)
+    })?;
     assert_eq!(survivors.len(), 3, "members after SIGTERM: {survivors:?}");
     Ok(())
 }
@@ -254,10 +249,14 @@ fn v1_freezer_kill_all_ends_every_member_without_cgroup2() -> TestResult {
     };
     let cg = Scoped::create(&v1_only, "freezer", &Limits::default())?;
     let mut child = spawn_in(&cg.0, "for i in 1 2 3 4; do sleep 30 & done; wait")?;
-    wait_until("the sleeps have started", || Ok(cg.0.pids()?.len() >= 5))?;
+    wait_until("the sleeps have started", DEADLINE, || {
+        Ok(cg.0.pids()?.len() >= 5)
+    })?;
     cg.0.kill_all()?;
     assert_eq!(child.wait()?.signal(), Some(libc::SIGKILL));
-    wait_until("every member is killed", || Ok(cg.0.is_empty()?))?;
+    wait_until("every member is killed", DEADLINE, || {
+        Ok(cg.0.is_empty()?)
+    })?;
     let freezer = mounts.freezer.ok_or("no freezer")?;
     let state = freezer.join(cg.0.name()).join("freezer.state");
     assert_eq!(fs::read_to_string(state)?.trim(), "THAWED");
@@ -285,7 +284,9 @@ fn memory_hog_is_oom_killed_and_counted() -> TestResult {
     let killed =
         status.code() == Some(128 + libc::SIGKILL) || status.signal() == Some(libc::SIGKILL);
     assert!(killed, "the hog was not killed: {status}");
-    wait_until("the OOM kill is counted", || Ok(cg.0.oom_kills()? >= 1))?;
+    wait_until("the OOM kill is counted", DEADLINE, || {
+        Ok(cg.0.oom_kills()? >= 1)
+    })?;
     Ok(())
 }
 
@@ -347,9 +348,11 @@ fn open_existing_reattaches_to_a_live_task() -> TestResult {
     assert_eq!(again.pids()?, vec![pid_of(&child)?]);
     again.kill_all()?;
     assert_eq!(child.wait()?.signal(), Some(libc::SIGKILL));
-    wait_until("the re-attached handle sees the task empty", || {
-        Ok(again.is_empty()?)
-    })?;
+    wait_until(
+        "the re-attached handle sees the task empty",
+        DEADLINE,
+        || Ok(again.is_empty()?),
+    )?;
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! The disk monitor on a real directory.
 #![allow(clippy::unwrap_used)]
+// A test thread, not the executor's runtime: plain file calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::time::Duration;
 

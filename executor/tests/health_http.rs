@@ -1,5 +1,7 @@
 //! The HTTP health checker and the lifecycle POSTs against the real `hearth-test-server`.
 #![allow(clippy::unwrap_used)]
+// A test thread, not the executor's runtime: plain file calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command};

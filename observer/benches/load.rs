@@ -12,6 +12,8 @@
 //! Run with `scripts/observer-bench.sh` (or `cargo bench -p hearth-observer --bench load`).
 //! `OBSERVER_BENCH_SECS` sets each `wrk` run's duration (default 10), `OBSERVER_BENCH_IDLE_SECS`
 //! the idle window (default 30).
+// A test, off the server's runtime: plain file calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
 use std::io::Write;

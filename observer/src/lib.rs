@@ -36,15 +36,24 @@
 //! * [`store`]: every task of every root, replayed incrementally ([`tail`]), with usage
 //!   ([`usage`]) and the ordered lists the pages read.
 //! * [`watch`]: the background thread (inotify, rescans, sampling).
-//! * [`api`] and [`pages`]: the handlers; [`app`] puts them in a router.
+//! * [`api`] and [`pages`]: the handlers; [`app`] puts them in a router, which runs each of
+//!   them on tokio's blocking pool (they read files with blocking calls).
 
 pub mod api;
 pub mod chunk;
 pub mod error;
+// The modules below read files with blocking calls. They run only off the runtime: in the
+// handlers (on the blocking pool, see `off_runtime`), on the watcher's thread, or before the
+// runtime starts (`Observer::open`).
+#[allow(clippy::disallowed_methods)]
 pub mod pages;
+#[allow(clippy::disallowed_methods)]
 pub mod safepath;
+#[allow(clippy::disallowed_methods)]
 pub mod store;
+#[allow(clippy::disallowed_methods)]
 pub mod tail;
+#[allow(clippy::disallowed_methods)]
 pub mod usage;
 pub mod watch;
 
@@ -111,6 +120,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/health", get(api::health))
         .fallback(fallback)
+        .layer(axum::middleware::from_fn(off_runtime))
         .layer(axum::middleware::from_fn(guard_path))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
@@ -131,6 +141,19 @@ async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) 
         tracing::debug!(%method, path, status = status.as_u16(), micros, "request");
     }
     response
+}
+
+/// Run the request's handler on tokio's blocking pool, off the runtime's threads. Every handler
+/// does blocking file-system work: the store re-reads a task's checkpoint tail before serving it,
+/// and logs, sandbox files and directories are read with `std::fs`. On the runtime's two threads,
+/// one slow disk (or a huge directory) would stall every other connection.
+async fn off_runtime(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let runtime = tokio::runtime::Handle::current();
+    match tokio::task::spawn_blocking(move || runtime.block_on(next.run(req))).await {
+        Ok(response) => response,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
 }
 
 /// Refuse, before routing, a URL path that does not percent-decode to UTF-8 or that holds a NUL
@@ -229,5 +252,31 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn handlers_run_off_the_runtime_thread() {
+        let here = format!("{:?}", std::thread::current().id());
+        let router: Router = Router::new()
+            .route(
+                "/",
+                get(|| async { format!("{:?}", std::thread::current().id()) }),
+            )
+            .layer(axum::middleware::from_fn(off_runtime));
+        let req = axum::http::Request::get("/")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = router.oneshot(req).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        let there = String::from_utf8(body.to_vec()).unwrap();
+        assert!(there.starts_with("ThreadId("), "{there}");
+        assert_ne!(there, here, "the handler ran on the runtime's thread");
     }
 }

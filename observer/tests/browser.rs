@@ -5,14 +5,17 @@
 //!
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the test is skipped with a
 //! printed reason, unless `HEARTH_REQUIRE_BROWSER=1` (CI), where it fails.
+// A test, off the server's runtime: plain file calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 
+use hearth_testkit::wait_until_async;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Error, Fixture, RunSpec, TaskSpec, TestResult};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -53,21 +56,6 @@ fn browser_available() -> Result<bool, Error> {
 
 fn free_port() -> Result<u16, Error> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F) -> TestResult
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !cond().await {
-        if Instant::now() > deadline {
-            return Err(format!("timed out waiting for {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
 }
 
 fn start_driver() -> Result<(Driver, u16), Error> {
@@ -146,7 +134,7 @@ async fn live_log_in_chromium_shows_a_line_appended_after_load() -> TestResult {
     });
 
     let (_driver, port) = start_driver()?;
-    wait_until(
+    wait_until_async(
         "chromedriver to listen",
         Duration::from_secs(20),
         || async { TcpStream::connect(("127.0.0.1", port)).is_ok() },
@@ -194,7 +182,7 @@ async fn drive(client: &Client, addr: SocketAddr, fx: &Fixture) -> TestResult {
     writeln!(f, "appended after the page loaded")?;
     drop(f);
     let url_before = client.current_url().await?;
-    wait_until(
+    wait_until_async(
         "the appended line in the viewer",
         Duration::from_secs(15),
         || {

@@ -1,4 +1,6 @@
 //! The HTML pages, rendered through the router without a socket (and without JavaScript).
+// A test, off the server's runtime: plain file calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

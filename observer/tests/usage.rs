@@ -1,4 +1,6 @@
 //! Resource sampling against a real process (`/proc`) and a fixture cgroup tree.
+// A test, off the server's runtime: plain file calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

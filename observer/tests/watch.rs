@@ -1,26 +1,19 @@
 //! Discovery through file watching: tasks that appear, grow and finish after the observer has
 //! started show up without a rescan (the rescan interval is an hour here).
+// A test, off the server's runtime: plain file calls are fine here.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Fixture, TaskSpec, TestResult};
 use hearth_checkpoints::record::{Record, TaskState, TaskStatus};
 use hearth_checkpoints::root::TaskPlace;
 use hearth_observer::store::{Observer, Which};
+use hearth_testkit::wait_until_async;
 
-/// Wait for `cond` with a deadline, checking after each short pause.
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> TestResult {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        if Instant::now() > deadline {
-            return Err(format!("timed out waiting for {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
+const LIMIT: Duration = Duration::from_secs(10);
 
 fn ids(obs: &Observer, which: Which) -> Vec<String> {
     obs.page(which, 0, 100)
@@ -40,8 +33,8 @@ async fn new_growing_and_finishing_tasks_are_seen_through_inotify() -> TestResul
     let _bg = hearth_observer::watch::spawn(obs.clone())?;
 
     let mut w = fx.write_task(&TaskSpec::simple("new", true, 2))?;
-    wait_until("the new task to be listed as active", || {
-        ids(&obs, Which::Active) == ["new"]
+    wait_until_async("the new task to be listed as active", LIMIT, || {
+        std::future::ready(ids(&obs, Which::Active) == ["new"])
     })
     .await?;
 
@@ -55,9 +48,11 @@ async fn new_growing_and_finishing_tasks_are_seen_through_inotify() -> TestResul
         cause: None,
     }))?;
     w.commit()?;
-    wait_until("the appended status to be replayed", || {
-        obs.task("new")
-            .is_some_and(|c| c.summary().state == TaskState::Killed)
+    wait_until_async("the appended status to be replayed", LIMIT, || {
+        std::future::ready(
+            obs.task("new")
+                .is_some_and(|c| c.summary().state == TaskState::Killed),
+        )
     })
     .await?;
 
@@ -66,8 +61,10 @@ async fn new_growing_and_finishing_tasks_are_seen_through_inotify() -> TestResul
         fx.root.task_config_path("new", TaskPlace::Active),
         fx.root.task_config_path("new", TaskPlace::Finished),
     )?;
-    wait_until("the task to move to the finished list", || {
-        ids(&obs, Which::Active).is_empty() && ids(&obs, Which::Finished).len() == 2
+    wait_until_async("the task to move to the finished list", LIMIT, || {
+        std::future::ready(
+            ids(&obs, Which::Active).is_empty() && ids(&obs, Which::Finished).len() == 2,
+        )
     })
     .await?;
     Ok(())

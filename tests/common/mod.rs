@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Poll a condition with a deadline (shared with the other crates' tests).
+pub use hearth_testkit::wait_until;
+
 use hearth_checkpoints::record::ProcessState;
 use hearth_checkpoints::replay::{ProcessRun, TaskReplay};
 use hearth_checkpoints::stream::replay_path;
@@ -214,20 +217,6 @@ pub fn wait_output(mut child: Child, limit: Duration) -> Output {
     }
 }
 
-/// Poll `cond` with a short backoff until it holds; panic naming `what` after `limit`.
-pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    let mut pause = Duration::from_millis(2);
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
-
 pub fn runs<'a>(replay: &'a TaskReplay, process: &str) -> &'a [ProcessRun] {
     replay
         .processes
@@ -346,7 +335,8 @@ impl Env {
         wait_until(what, limit, || {
             found = self.try_replay(task_id).filter(|r| cond(r));
             found.is_some()
-        });
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
         found.unwrap()
     }
 }
@@ -433,7 +423,8 @@ impl OutsideServer {
                 .into_iter()
                 .find_map(|(_, e)| e.strip_prefix("listening 127.0.0.1:")?.parse().ok());
             port.is_some()
-        });
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
         OutsideServer {
             child,
             port: port.unwrap(),

@@ -38,6 +38,7 @@ pub mod shell;
 pub mod snooze;
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests write snooze files directly
 mod tests;
 
 pub use algorithm::{CheckOutcome, HealthAlgorithm, Verdict};
@@ -195,6 +196,22 @@ impl Drop for HealthMonitor {
     }
 }
 
+/// Look at the snooze file (a stat, and a small read when it changed) on tokio's blocking pool,
+/// not on the executor's one runtime thread. `None` when the runtime is shutting down.
+async fn poll_snooze(mut snooze: SnoozeWatch) -> Option<(SnoozeWatch, Option<HealthEvent>)> {
+    let now = wall_ms();
+    match tokio::task::spawn_blocking(move || {
+        let event = snooze.poll(now);
+        (snooze, event)
+    })
+    .await
+    {
+        Ok(polled) => Some(polled),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
+    }
+}
+
 async fn run(
     probe: Arc<dyn Probe>,
     mut algorithm: HealthAlgorithm,
@@ -203,7 +220,11 @@ async fn run(
     tx: mpsc::Sender<HealthEvent>,
 ) {
     loop {
-        if let Some(event) = snooze.poll(wall_ms())
+        let Some((polled, event)) = poll_snooze(snooze).await else {
+            return;
+        };
+        snooze = polled;
+        if let Some(event) = event
             && tx.send(event).await.is_err()
         {
             return;
@@ -241,7 +262,11 @@ async fn run(
                 break;
             }
             tokio::time::sleep_until(wake).await;
-            if let Some(event) = snooze.poll(wall_ms())
+            let Some((polled, event)) = poll_snooze(snooze).await else {
+                return;
+            };
+            snooze = polled;
+            if let Some(event) = event
                 && tx.send(event).await.is_err()
             {
                 return;

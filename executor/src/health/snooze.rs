@@ -233,7 +233,9 @@ impl SnoozeWatch {
         self.seen.as_ref().and_then(|(_, spec)| spec.expires_ms)
     }
 
-    /// Look at the file at wall-clock time `now_ms`; returns the transition, if any.
+    /// Look at the file at wall-clock time `now_ms`; returns the transition, if any. Blocking (a
+    /// stat, and a small read when the file changed).
+    #[allow(clippy::disallowed_methods)] // the health loop calls it through spawn_blocking
     pub fn poll(&mut self, now_ms: i64) -> Option<HealthEvent> {
         let meta = match fs::metadata(&self.path) {
             Ok(m) if !m.is_dir() => m,
@@ -316,6 +318,7 @@ impl SnoozeWatch {
 }
 
 /// Read and parse the file; any failure to read becomes a warning, never an error.
+#[allow(clippy::disallowed_methods)] // reached from `SnoozeWatch::poll` only
 fn read_spec(path: &Path, mtime_ms: i64) -> SnoozeSpec {
     let mut text = String::new();
     let read =

@@ -239,11 +239,18 @@ pub async fn supervise(
         "the keeper answered"
     );
     s.keeper_pid = Some(hello.keeper_pid);
-    s.reconcile(KeeperState {
-        keeper_pid: hello.keeper_pid,
-        children: hello.children,
-        exits: hello.exits,
-    });
+    let stream = s.p.keeper_stream.clone();
+    let recorded = tokio::task::spawn_blocking(move || runs::keeper_stream_exits(&stream))
+        .await
+        .unwrap_or_default();
+    s.reconcile(
+        KeeperState {
+            keeper_pid: hello.keeper_pid,
+            children: hello.children,
+            exits: hello.exits,
+        },
+        recorded,
+    );
 
     if kill_on_start {
         s.request_kill("hearth kill adopted the task after its executor was gone");
@@ -693,14 +700,21 @@ impl Supervisor {
             .p
             .root
             .task_config_path(&self.p.task_id, TaskPlace::Finished);
-        if let Ok(bytes) = std::fs::read(&active)
-            && write_atomic(&finished, &bytes).is_ok()
-        {
-            let _ = std::fs::remove_file(&active);
-        }
+        let _ = tokio::task::spawn_blocking(move || move_config(&active, &finished)).await;
         self.link.send(&[Request::Shutdown]).await?;
         self.progress.print();
         Ok(())
+    }
+}
+
+/// Move the task's config from the active to the finished place, leaving it where it is if the
+/// copy fails. Blocking: the supervisor runs it on tokio's blocking pool.
+#[allow(clippy::disallowed_methods)] // called through spawn_blocking only
+fn move_config(active: &std::path::Path, finished: &std::path::Path) {
+    if let Ok(bytes) = std::fs::read(active)
+        && write_atomic(finished, &bytes).is_ok()
+    {
+        let _ = std::fs::remove_file(active);
     }
 }
 

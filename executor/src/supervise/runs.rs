@@ -102,9 +102,9 @@ impl Supervisor {
         self.append(Record::Process(rec));
     }
 
-    /// After a restart: merge what the keeper knows into the checkpoint.
-    pub(super) fn reconcile(&mut self, keeper: KeeperState) {
-        let recorded = self.keeper_stream_exits();
+    /// After a restart: merge what the keeper knows into the checkpoint. `recorded` is what
+    /// [`keeper_stream_exits`] read from the keeper's stream.
+    pub(super) fn reconcile(&mut self, keeper: KeeperState, recorded: BTreeMap<RunKey, Exit>) {
         let runs: Vec<RecordedRun> = self
             .procs
             .iter()
@@ -160,47 +160,6 @@ impl Supervisor {
         };
         self.progress.run(&name, Some(run), "LOST", detail);
         self.exited(&name, Outcome::Lost);
-    }
-
-    /// The exits recorded in the keeper's stream, by process and run.
-    pub(super) fn keeper_stream_exits(&self) -> BTreeMap<RunKey, Exit> {
-        let mut out = BTreeMap::new();
-        let Ok(bytes) = std::fs::read(&self.p.keeper_stream) else {
-            return out;
-        };
-        let (_, records, _) = hearth_checkpoints::stream::read_records(&bytes);
-        for (_, record) in records {
-            let Record::Process(r) = record else { continue };
-            let (Some(state), Some(run), Some(pid)) = (r.state, r.run, r.pid) else {
-                continue;
-            };
-            let Ok(run) = u32::try_from(run) else {
-                continue;
-            };
-            if !state.is_terminal() {
-                continue;
-            }
-            let status = match (r.signal, r.return_code) {
-                (Some(sig), _) => ExitStatus::Signal(sig),
-                (None, Some(code)) => ExitStatus::Code(code),
-                (None, None) => continue,
-            };
-            out.insert(
-                (r.process.clone(), run),
-                Exit {
-                    child: Child {
-                        process: r.process,
-                        run,
-                        pid,
-                        start_ticks: r.pid_start_ticks,
-                        fork_time: r.fork_time.unwrap_or_default(),
-                    },
-                    status,
-                    stop_time: r.stop_time.unwrap_or_else(now_secs),
-                },
-            );
-        }
-        out
     }
 
     pub(super) fn run_views(&self) -> Vec<RunView> {
@@ -454,4 +413,46 @@ impl Supervisor {
             _ => {}
         }
     }
+}
+
+/// The exits recorded in the keeper's stream at `path`, by process and run. Blocking.
+#[allow(clippy::disallowed_methods)] // called through spawn_blocking only
+pub(super) fn keeper_stream_exits(path: &std::path::Path) -> BTreeMap<RunKey, Exit> {
+    let mut out = BTreeMap::new();
+    let Ok(bytes) = std::fs::read(path) else {
+        return out;
+    };
+    let (_, records, _) = hearth_checkpoints::stream::read_records(&bytes);
+    for (_, record) in records {
+        let Record::Process(r) = record else { continue };
+        let (Some(state), Some(run), Some(pid)) = (r.state, r.run, r.pid) else {
+            continue;
+        };
+        let Ok(run) = u32::try_from(run) else {
+            continue;
+        };
+        if !state.is_terminal() {
+            continue;
+        }
+        let status = match (r.signal, r.return_code) {
+            (Some(sig), _) => ExitStatus::Signal(sig),
+            (None, Some(code)) => ExitStatus::Code(code),
+            (None, None) => continue,
+        };
+        out.insert(
+            (r.process.clone(), run),
+            Exit {
+                child: Child {
+                    process: r.process,
+                    run,
+                    pid,
+                    start_ticks: r.pid_start_ticks,
+                    fork_time: r.fork_time.unwrap_or_default(),
+                },
+                status,
+                stop_time: r.stop_time.unwrap_or_else(now_secs),
+            },
+        );
+    }
+    out
 }
