@@ -36,7 +36,9 @@
 //!
 //! * constructors here take the hierarchy (mount roots) as a value, so unit tests run against a
 //!   fake tree in a temporary directory, for v1, hybrid and v2, including v2 fixtures mirroring a
-//!   real v2 tree that this v1 machine cannot provide; `cgroups-rs` finds its mounts itself;
+//!   real v2 tree (CI's host is v1; `.ci/v2-tests` runs the real-kernel tests,
+//!   `executor/tests/cgroup_real.rs`, in a pure-v2 guest kernel too); `cgroups-rs` finds its
+//!   mounts itself;
 //! * `cgroups-rs` does not use the hybrid `unified` mount, which gives us `cgroup.kill` (a whole
 //!   tree killed in under a millisecond) and `cgroup.events` on v1 hosts;
 //! * its `apply()` can ignore a failed limit write; we must read every limit back anyway, and on v2
