@@ -133,7 +133,8 @@ fn a_task_runs_and_is_recovered_with_its_checkpoint_root_on_a_file_system_withou
             && runs(&env.replay("exfat"), "p")
                 .last()
                 .is_some_and(|r| r.state == ProcessState::Running)
-    });
+    })
+    .unwrap();
     let first = runs(&env.replay("exfat"), "p")[0].clone();
 
     // The executor dies mid-task; the same command adopts the keeper, which still runs p.
@@ -188,7 +189,8 @@ fn a_keeper_refuses_a_connection_from_another_user() -> TestResult {
             && runs(&env.replay("stranger"), "p")
                 .last()
                 .is_some_and(|r| r.state == ProcessState::Running)
-    });
+    })
+    .unwrap();
 
     let name = hearth_executor::keeper::socket::abstract_name(&ckpt, "stranger");
     let addr = nix::sys::socket::UnixAddr::new_abstract(&name).unwrap();
@@ -329,13 +331,15 @@ fn a_recovering_start_that_fails_leaves_the_cgroup_its_processes_live_in() -> Te
             && runs(&env.replay("held"), "p")
                 .last()
                 .is_some_and(|r| r.state == ProcessState::Running)
-    });
+    })
+    .unwrap();
     let run = runs(&env.replay("held"), "p")[0].clone();
     let (pid, keeper) = (run.pid.unwrap(), run.coordinator_pid.unwrap());
     // Until it execs, the forked child still holds the keeper's listening socket.
     wait_until("p's shell to exec sleep", Duration::from_secs(5), || {
         std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
-    });
+    })
+    .unwrap();
     exec.kill().unwrap();
     exec.wait().unwrap();
     nix::sys::signal::kill(
@@ -344,7 +348,8 @@ fn a_recovering_start_that_fails_leaves_the_cgroup_its_processes_live_in() -> Te
     )?;
     wait_until("the keeper to die", Duration::from_secs(5), || {
         !common::alive(keeper)
-    });
+    })
+    .unwrap();
     let cgroups = task_cgroup_dirs("held");
     assert!(!cgroups.is_empty(), "the task has no cgroup to keep");
 

@@ -525,10 +525,16 @@ fn kill_stops_a_double_forked_daemon_and_empties_the_cgroup() -> TestResult {
         !alive(daemon)
     })
     .unwrap();
-    for c in ["memory", "pids", "freezer", "cpu"] {
-        let dir = Path::new("/sys/fs/cgroup").join(c).join("hearth/dfork");
+    // v1 controllers and the hybrid tree each have a mount under /sys/fs/cgroup; pure v2 is the
+    // mount itself (""). The parent `hearth` is kept, so it shows where the task's cgroup was.
+    let mut parents = 0;
+    for c in ["memory", "pids", "freezer", "cpu", "unified", ""] {
+        let parent = Path::new("/sys/fs/cgroup").join(c).join("hearth");
+        parents += usize::from(parent.is_dir());
+        let dir = parent.join("dfork");
         assert!(!dir.exists(), "{} still exists", dir.display());
     }
+    assert!(parents > 0, "no hearth cgroup under /sys/fs/cgroup");
     Ok(())
 }
 
@@ -549,6 +555,62 @@ fn a_process_over_its_memory_limit_is_recorded_as_oom() -> TestResult {
     let run = &runs(&r, "hog")[0];
     assert_eq!(run.state, P::Failed);
     assert_eq!(run.reason.as_deref(), Some("oom"), "{run:?}");
+    Ok(())
+}
+
+#[test]
+fn a_task_runs_in_its_cgroup_under_the_configured_limits() -> TestResult {
+    if !have_cgroups("a_task_runs_in_its_cgroup_under_the_configured_limits") {
+        return Ok(());
+    }
+    let env = Env::new();
+    let ram: u64 = 96 << 20;
+    let cfg = env.task(
+        "limits",
+        json!([{"name": "server", "cmdline": "touch ready; exec sleep 1000"}]),
+        json!({"resources": {"cpu": 0.5, "ram": ram, "disk": 1 << 30}, "finalization_wait": 5}),
+    );
+    let child = env.spawn(&cfg, "limits", &[]);
+    wait_until("the process to start", Duration::from_secs(20), || {
+        env.sandbox("limits").join("ready").exists()
+    })
+    .unwrap();
+    let pid = runs(&env.replay("limits"), "server")[0].pid.unwrap();
+    // `<id>:<controllers>:<path>` per hierarchy; v2 (pure, or the hybrid tree) is `0::<path>`.
+    let membership = read(Path::new(&format!("/proc/{pid}/cgroup")));
+    let path_in = |controller: &str| {
+        membership.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, names, path) = (f.next()?, f.next()?, f.next()?);
+            names
+                .split(',')
+                .any(|n| n == controller)
+                .then(|| path.trim_start_matches('/').to_owned())
+        })
+    };
+    let control = |dir: &Path, file: &str| read(&dir.join(file)).trim().to_owned();
+    let cg = Path::new("/sys/fs/cgroup");
+    if cg.join("cgroup.controllers").exists() {
+        let path = path_in("").unwrap();
+        assert_eq!(path, "hearth/limits", "{membership}");
+        let dir = cg.join(&path);
+        assert_eq!(control(&dir, "memory.max"), ram.to_string());
+        assert_eq!(control(&dir, "cpu.max"), "50000 100000");
+        assert_eq!(control(&dir, "pids.max"), "16384");
+    } else {
+        let memory = cg.join("memory").join(path_in("memory").unwrap());
+        let cpu = cg.join("cpu").join(path_in("cpu").unwrap());
+        let pids = cg.join("pids").join(path_in("pids").unwrap());
+        assert!(memory.ends_with("hearth/limits"), "{membership}");
+        assert_eq!(control(&memory, "memory.limit_in_bytes"), ram.to_string());
+        assert_eq!(control(&cpu, "cpu.cfs_quota_us"), "50000");
+        assert_eq!(control(&cpu, "cpu.cfs_period_us"), "100000");
+        assert_eq!(control(&pids, "pids.max"), "16384");
+    }
+    let k = env.kill("limits");
+    assert!(k.status.success(), "{}", show(&k));
+    let out = common::wait_output(child, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     Ok(())
 }
 
@@ -709,7 +771,8 @@ fn full_disk_regression_the_executor_waits_out_a_full_checkpoint_disk() -> TestR
         "the checkpoint disk to fill",
         Duration::from_secs(60),
         || stderr().contains("checkpoint write failed"),
-    );
+    )
+    .unwrap();
     // The condition is shown where operators look: `hearth inspect` (from the condition file
     // beside the stream) and the scheduler.
     wait_until(
@@ -723,7 +786,8 @@ fn full_disk_regression_the_executor_waits_out_a_full_checkpoint_disk() -> TestR
                         .is_some_and(|m| m.contains("No space left on device"))
             })
         },
-    );
+    )
+    .unwrap();
     let text = common::hearth()
         .args(["inspect", id, "--root"])
         .arg(&root)
@@ -745,7 +809,8 @@ fn full_disk_regression_the_executor_waits_out_a_full_checkpoint_disk() -> TestR
                     .is_some_and(|m| m.starts_with("checkpoint writes failing: "))
             })
         },
-    );
+    )
+    .unwrap();
     // Supervision goes on: the executor waits, it does not exit.
     assert!(
         exec.try_wait()?.is_none(),
@@ -772,7 +837,8 @@ fn full_disk_regression_the_executor_waits_out_a_full_checkpoint_disk() -> TestR
                 .conditions(id)
                 .last()
                 .is_some_and(|c| c.condition.is_none())
-    });
+    })
+    .unwrap();
     let k = env.kill(id);
     assert!(k.status.success(), "{}", show(&k));
     let mut status = None;

@@ -2,8 +2,10 @@
 //! SIGTERM and kill-all, OOM kills, accounting and removal.
 //!
 //! These need root and a cgroup hierarchy. Without them a test prints why and passes, unless
-//! `HEARTH_REQUIRE_CGROUPS=1` is set (CI sets it), in which case it fails. Each test makes its own
-//! cgroup `hearth-test/<test>-<pid>` and removes it, even when it fails.
+//! `HEARTH_REQUIRE_CGROUPS=1` is set (CI sets it), in which case it fails. With
+//! `HEARTH_REQUIRE_CGROUP_V2=1` (CI's cgroup v2 guest, `.ci/vm`) every test also fails unless the
+//! host's hierarchy is pure v2. Each test makes its own cgroup `hearth-test/<test>-<pid>` and
+//! removes it, even when it fails.
 
 // A test thread, not the executor's runtime: plain file calls are fine here.
 #![allow(clippy::disallowed_methods)]
@@ -14,6 +16,7 @@ use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -25,10 +28,16 @@ type TestResult = Result<(), Box<dyn Error>>;
 const PARENT: &str = "hearth-test";
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// The host's hierarchy, `None` to skip (with the reason printed), or an error when cgroups are
-/// required.
+/// The host's hierarchy, `None` to skip (with the reason printed), or an error when cgroups (or
+/// cgroup v2) are required and missing.
 fn host(test: &str) -> Result<Option<Hierarchy>, Box<dyn Error>> {
     match cgroup::available() {
+        Ok(h)
+            if std::env::var("HEARTH_REQUIRE_CGROUP_V2").as_deref() == Ok("1")
+                && !matches!(h, Hierarchy::V2 { .. }) =>
+        {
+            Err(format!("HEARTH_REQUIRE_CGROUP_V2=1 but the host's hierarchy is {h:?}").into())
+        }
         Ok(h) => Ok(Some(h)),
         Err(e) if std::env::var("HEARTH_REQUIRE_CGROUPS").as_deref() == Ok("1") => {
             Err(format!("HEARTH_REQUIRE_CGROUPS=1 but cgroups are not usable: {e}").into())
@@ -233,33 +242,147 @@ fn kill_all_ends_members_that_ignore_sigterm() -> TestResult {
     Ok(())
 }
 
+/// The text of `dir/file`, trimmed.
+fn control(dir: &Path, file: &str) -> Result<String, Box<dyn Error>> {
+    let path = dir.join(file);
+    Ok(fs::read_to_string(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .trim()
+        .to_owned())
+}
+
+/// The value of `key` in a flat-keyed control file (`cgroup.events`, `memory.events`, `cpu.stat`).
+fn keyed(dir: &Path, file: &str, key: &str) -> Result<u64, Box<dyn Error>> {
+    let text = control(dir, file)?;
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .ok_or_else(|| format!("no {key} in {file}: {text:?}"))?;
+    Ok(value.trim().parse()?)
+}
+
 #[test]
-fn v1_freezer_kill_all_ends_every_member_without_cgroup2() -> TestResult {
-    let Some(h) = host("v1_freezer_kill_all_ends_every_member_without_cgroup2")? else {
+fn kill_all_ends_every_member_through_the_hosts_kill_mechanism() -> TestResult {
+    let test = "kill_all_ends_every_member_through_the_hosts_kill_mechanism";
+    let Some(h) = host(test)? else {
         return Ok(());
     };
-    let Hierarchy::V1 { mounts, .. } = h else {
-        eprintln!("skipping v1_freezer_kill_all_ends_every_member_without_cgroup2: not a v1 host");
+    let script = "for i in 1 2 3 4; do sleep 30 & done; wait";
+    match h {
+        // The same host seen without its cgroup2 tree, so kill_all must freeze, kill and thaw.
+        Hierarchy::V1 { mounts, .. } => {
+            let v1_only = Hierarchy::V1 {
+                mounts: mounts.clone(),
+                unified: None,
+            };
+            let cg = Scoped::create(&v1_only, "freezer", &Limits::default())?;
+            let mut child = spawn_in(&cg.0, script)?;
+            wait_until("the sleeps have started", DEADLINE, || {
+                Ok(cg.0.pids()?.len() >= 5)
+            })?;
+            cg.0.kill_all()?;
+            assert_eq!(child.wait()?.signal(), Some(libc::SIGKILL));
+            wait_until("every member is killed", DEADLINE, || {
+                Ok(cg.0.is_empty()?)
+            })?;
+            let freezer = mounts.freezer.ok_or("no freezer")?;
+            let state = freezer.join(cg.0.name());
+            assert_eq!(control(&state, "freezer.state")?, "THAWED");
+        }
+        // v2 kills the whole tree with one write to cgroup.kill (kernel 5.14 and later), and
+        // cgroup.events reports the tree unpopulated and never frozen.
+        Hierarchy::V2 { .. } => {
+            let cg = Scoped::create(&h, "cgkill", &Limits::default())?;
+            let [dir] =
+                cg.0.dirs()
+                    .try_into()
+                    .map_err(|d| format!("v2 dirs {d:?}"))?;
+            assert!(
+                dir.join("cgroup.kill").exists(),
+                "no cgroup.kill in {dir:?}"
+            );
+            let mut child = spawn_in(&cg.0, script)?;
+            wait_until("the sleeps have started", DEADLINE, || {
+                Ok(cg.0.pids()?.len() >= 5)
+            })?;
+            assert_eq!(keyed(&dir, "cgroup.events", "populated")?, 1);
+            cg.0.kill_all()?;
+            assert_eq!(child.wait()?.signal(), Some(libc::SIGKILL));
+            wait_until("cgroup.events says populated 0", DEADLINE, || {
+                Ok(keyed(&dir, "cgroup.events", "populated")? == 0)
+            })?;
+            assert_eq!(keyed(&dir, "cgroup.events", "frozen")?, 0);
+            assert_eq!(control(&dir, "cgroup.procs")?, "");
+        }
+        Hierarchy::None => return Err("available() returned Hierarchy::None".into()),
+    }
+    Ok(())
+}
+
+#[test]
+fn the_kernels_own_control_files_hold_the_limits_and_counters() -> TestResult {
+    let Some(h) = host("the_kernels_own_control_files_hold_the_limits_and_counters")? else {
         return Ok(());
     };
-    // The same host seen without its cgroup2 tree, so kill_all must freeze, kill and thaw.
-    let v1_only = Hierarchy::V1 {
-        mounts: mounts.clone(),
-        unified: None,
+    let limits = Limits {
+        memory_bytes: Some(48 << 20),
+        cpu_cores: Some(0.25),
+        pids_max: Some(32),
     };
-    let cg = Scoped::create(&v1_only, "freezer", &Limits::default())?;
-    let mut child = spawn_in(&cg.0, "for i in 1 2 3 4; do sleep 30 & done; wait")?;
-    wait_until("the sleeps have started", DEADLINE, || {
-        Ok(cg.0.pids()?.len() >= 5)
-    })?;
-    cg.0.kill_all()?;
-    assert_eq!(child.wait()?.signal(), Some(libc::SIGKILL));
-    wait_until("every member is killed", DEADLINE, || {
-        Ok(cg.0.is_empty()?)
-    })?;
-    let freezer = mounts.freezer.ok_or("no freezer")?;
-    let state = freezer.join(cg.0.name()).join("freezer.state");
-    assert_eq!(fs::read_to_string(state)?.trim(), "THAWED");
+    let cg = Scoped::create(&h, "files", &limits)?;
+    let mut child = spawn_in(&cg.0, "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done")?;
+    assert!(child.wait()?.success());
+    match &h {
+        Hierarchy::V1 { mounts, .. } => {
+            let dir = |c: &Option<std::path::PathBuf>| -> Result<_, Box<dyn Error>> {
+                Ok(c.as_ref()
+                    .ok_or("controller not mounted")?
+                    .join(cg.0.name()))
+            };
+            let memory = dir(&mounts.memory)?;
+            let cpu = dir(&mounts.cpu)?;
+            assert_eq!(
+                control(&memory, "memory.limit_in_bytes")?,
+                (48u64 << 20).to_string()
+            );
+            assert_eq!(control(&cpu, "cpu.cfs_quota_us")?, "25000");
+            assert_eq!(control(&cpu, "cpu.cfs_period_us")?, "100000");
+            assert_eq!(control(&dir(&mounts.pids)?, "pids.max")?, "32");
+            assert_eq!(keyed(&memory, "memory.oom_control", "oom_kill")?, 0);
+            assert!(control(&dir(&mounts.cpuacct)?, "cpuacct.usage")?.parse::<u64>()? > 0);
+        }
+        Hierarchy::V2 { root } => {
+            let [dir] =
+                cg.0.dirs()
+                    .try_into()
+                    .map_err(|d| format!("v2 dirs {d:?}"))?;
+            assert_eq!(control(&dir, "memory.max")?, (48u64 << 20).to_string());
+            assert_eq!(control(&dir, "cpu.max")?, "25000 100000");
+            assert_eq!(control(&dir, "pids.max")?, "32");
+            assert_eq!(keyed(&dir, "memory.events", "oom_kill")?, 0);
+            assert!(keyed(&dir, "cpu.stat", "usage_usec")? > 0);
+            // Every ancestor from the mount root down hands the three controllers on.
+            let mut ancestor = dir.parent().ok_or("no parent")?.to_path_buf();
+            loop {
+                let enabled = control(&ancestor, "cgroup.subtree_control")?;
+                for c in ["memory", "cpu", "pids"] {
+                    assert!(
+                        enabled.split_whitespace().any(|e| e == c),
+                        "{c} not enabled in {}/cgroup.subtree_control: {enabled:?}",
+                        ancestor.display()
+                    );
+                }
+                if ancestor == *root {
+                    break;
+                }
+                ancestor = ancestor
+                    .parent()
+                    .ok_or("walked above the root")?
+                    .to_path_buf();
+            }
+        }
+        Hierarchy::None => return Err("available() returned Hierarchy::None".into()),
+    }
     Ok(())
 }
 

@@ -183,7 +183,8 @@ impl Drop for Env {
         }
         // Task processes: everything left in the tasks' cgroups.
         for id in task_ids {
-            for c in ["pids", "memory", "cpu", "cpuacct", "freezer", "unified"] {
+            // v1 controllers and the hybrid tree, then pure v2 (the mount itself).
+            for c in ["pids", "memory", "cpu", "cpuacct", "freezer", "unified", ""] {
                 let dir = Path::new("/sys/fs/cgroup").join(c).join("hearth").join(&id);
                 let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
                 for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {

@@ -668,7 +668,7 @@ pub fn task_ids(root: &Path) -> Vec<String> {
 /// only: a cgroup whose last process is still exiting is retried for up to a second.
 pub fn remove_cgroups(task_ids: &[String]) {
     for c in [
-        "pids", "memory", "cpu", "cpuacct", "freezer", "blkio", "unified",
+        "pids", "memory", "cpu", "cpuacct", "freezer", "blkio", "unified", "",
     ] {
         for id in task_ids {
             let dir = Path::new("/sys/fs/cgroup").join(c).join("hearth").join(id);
@@ -757,7 +757,8 @@ pub fn executor_pid(root: &Path, task_id: &str) -> Option<i32> {
 /// The processes left in the task's cgroups (every hierarchy).
 pub fn cgroup_pids(task_id: &str) -> Vec<i32> {
     let mut pids = Vec::new();
-    for c in ["pids", "memory", "cpu", "cpuacct", "freezer", "unified"] {
+    // v1 controllers and the hybrid tree, then pure v2 (the mount itself).
+    for c in ["pids", "memory", "cpu", "cpuacct", "freezer", "unified", ""] {
         let dir = Path::new("/sys/fs/cgroup")
             .join(c)
             .join("hearth")

@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
+use super::limits::{verify_exact, verify_memory};
 use super::*;
 
 const V2_CONTROLLERS: &str = "cpuset cpu io memory hugetlb pids rdma misc\n";
