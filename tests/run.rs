@@ -681,6 +681,257 @@ fn logger_destination_both_writes_the_log_and_the_console() -> TestResult {
     Ok(())
 }
 
+/// The scheduler's side for a test: a status receiver on loopback (it also keeps condition
+/// reports), served by its own runtime until that is dropped; and its URL.
+fn status_receiver() -> Result<
+    (
+        tokio::runtime::Runtime,
+        std::sync::Arc<hearth_scheduler::receiver::StatusStore>,
+        String,
+    ),
+    Box<dyn std::error::Error>,
+> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let store = hearth_scheduler::receiver::StatusStore::new();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let scheduler = format!("http://{}", listener.local_addr()?);
+    rt.spawn(hearth_scheduler::receiver::serve(
+        listener,
+        store.clone(),
+        std::future::pending(),
+    ));
+    Ok((rt, store, scheduler))
+}
+
+/// Run a command that must succeed (mount, mkfs, ...), naming it when it does not.
+fn must(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program).args(args).output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "{program} {args:?}: {}: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!("{program} {args:?}: {e}"),
+    }
+}
+
+/// Regression (the same for a read-only remount): the checkpoint root is an ext4 file system
+/// mounted `errors=remount-ro`; mid-task the kernel is told of a file-system error
+/// (`/sys/fs/ext4/<dev>/trigger_fs_error`), aborts the journal and remounts it read-only, as it
+/// does on a real I/O error. Every checkpoint write then fails with EROFS. The executor does not
+/// exit; the scheduler hears of it; once the file system is checked and mounted again (the only
+/// way back from an aborted journal) the executor reopens its stream there and the task carries
+/// on to a clean, complete stream.
+#[test]
+#[ignore = "known defect, open: after the file system comes back, the executor sometimes ends \
+            with 'the keeper closed its connection unexpectedly' (exit 4) or the churn does not \
+            resume; run with --run-ignored to reproduce"]
+fn read_only_remount_regression_the_executor_waits_until_the_disk_is_writable_again() -> TestResult
+{
+    use std::process::Stdio;
+    if !common::have_root("read_only_remount_regression") {
+        return Ok(());
+    }
+    let env = Env::new();
+    let root = env.root();
+    std::fs::create_dir_all(&root)?;
+    let image = env.root().with_file_name("ckpt.ext4");
+    let (root_s, image_s) = (root.to_str().unwrap(), image.to_str().unwrap());
+    must("truncate", &["-s", "64M", image_s]);
+    must("mkfs.ext4", &["-q", "-F", image_s]);
+    must("mount", &["-o", "loop,errors=remount-ro", image_s, root_s]);
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(root.clone());
+    let device = std::process::Command::new("findmnt")
+        .args(["-n", "-o", "SOURCE", root_s])
+        .output()?;
+    let device = String::from_utf8_lossy(&device.stdout).trim().to_owned();
+    let sysfs = Path::new("/sys/fs/ext4")
+        .join(Path::new(&device).file_name().ok_or("no loop device")?)
+        .join("trigger_fs_error");
+    assert!(sysfs.exists(), "{} is missing", sysfs.display());
+
+    let (rt, store, scheduler) = status_receiver()?;
+    let sandbox = env.root().with_file_name("sandbox");
+    // The churn fails over and over (each run a few records) until told to settle.
+    let settle = env.root().with_file_name("settle");
+    let cfg = env.task(
+        "ro",
+        json!([
+            {"name": "steady", "cmdline": "exec sleep 1000"},
+            {"name": "churn", "max_failures": 0, "min_duration": 0,
+             "cmdline": format!(
+                 "[ -e {s} ] && {{ echo $HEARTH_RUN > {s}.run; exec sleep 1000; }}; exit 1",
+                 s = settle.display()
+             )},
+        ]),
+        json!({"finalization_wait": 5}),
+    );
+    let id = "ro";
+    let stderr_path = env.root().with_file_name("executor.stderr");
+    let mut exec = env
+        .run_cmd(
+            &cfg,
+            id,
+            &[
+                "--sandbox",
+                sandbox.to_str().unwrap(),
+                "--no-cgroups",
+                "--scheduler",
+                &scheduler,
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path)?)
+        .spawn()?;
+    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    wait_until("a few runs of the churn", Duration::from_secs(60), || {
+        env.try_replay(id)
+            .is_some_and(|r| runs(&r, "churn").len() >= 5)
+    })
+    .unwrap();
+    let before = env.try_replay(id).map_or(0, |r| runs(&r, "churn").len());
+    std::fs::write(&sysfs, "hearth test: read-only remount\n")?;
+    // Stalled: the churn's latest run is FORKED or RUNNING in the stream, yet its process is
+    // not alive — it exited and the exit cannot be written (by the keeper, its parent, which
+    // records exits first, or by the executor), or its start waits for its record.
+    wait_until(
+        "an exit to be held for want of a writable disk",
+        Duration::from_secs(60),
+        || {
+            env.try_replay(id).is_some_and(|r| {
+                runs(&r, "churn").last().is_some_and(|x| {
+                    matches!(x.state, P::Forked | P::Running)
+                        && x.pid.is_none_or(|pid| !common::alive(pid))
+                })
+            })
+        },
+    )
+    .unwrap();
+    // The executor says so when it is the one that met it: on stderr and to the scheduler.
+    if stderr().contains("checkpoint write failed") {
+        wait_until(
+            "the scheduler to hear of the failing writes",
+            Duration::from_secs(30),
+            || {
+                store.conditions(id).last().is_some_and(|c| {
+                    c.condition.as_deref().is_some_and(|m| {
+                        m.contains("Read-only file system") || m.contains("Input/output error")
+                    })
+                })
+            },
+        )
+        .unwrap();
+    }
+    assert!(
+        exec.try_wait()?.is_none(),
+        "the executor exited: {}",
+        stderr()
+    );
+    // Back to writable: check the file system and mount it again where it was. (A copy: the
+    // detached mount still holds the image's loop device, and `mount -o loop` would reuse that
+    // device and with it the read-only file system.)
+    must("umount", &["-l", root_s]);
+    let copy = image.with_extension("fixed.ext4");
+    let copy_s = copy.to_str().unwrap();
+    must("cp", &["--sparse=always", image_s, copy_s]);
+    let fsck = std::process::Command::new("e2fsck")
+        .args(["-f", "-y", copy_s])
+        .output()?;
+    assert!(
+        fsck.status.code().is_some_and(|c| c <= 1),
+        "e2fsck: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    must("mount", &["-o", "loop,errors=remount-ro", copy_s, root_s]);
+    wait_until(
+        "the churn to carry on where it stopped",
+        Duration::from_secs(60),
+        || {
+            env.try_replay(id)
+                .is_some_and(|r| runs(&r, "churn").len() > before + 5)
+        },
+    )
+    .unwrap();
+    std::fs::write(&settle, "")?;
+    let stamp = settle.with_extension("run");
+    wait_until("the churn to settle", Duration::from_secs(60), || {
+        let settled: Option<u32> = std::fs::read_to_string(&stamp)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        settled.is_some_and(|n| {
+            env.try_replay(id).is_some_and(|r| {
+                runs(&r, "churn")
+                    .last()
+                    .is_some_and(|x| x.run == n && x.state == P::Running)
+            })
+        })
+    })
+    .unwrap();
+    wait_until(
+        "the scheduler to hear the condition ended",
+        Duration::from_secs(30),
+        || {
+            store
+                .conditions(id)
+                .last()
+                .is_some_and(|c| c.condition.is_none())
+        },
+    )
+    .unwrap();
+    assert!(
+        exec.try_wait()?.is_none(),
+        "the executor exited: {}",
+        stderr()
+    );
+    let k = env.kill(id);
+    assert!(k.status.success(), "{}", show(&k));
+    let mut status = None;
+    wait_until("the executor to end", Duration::from_secs(30), || {
+        status = exec.try_wait().ok().flatten();
+        status.is_some()
+    })
+    .unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(3), "{}", stderr());
+    let replayed =
+        hearth_checkpoints::stream::replay_path(&root.join("checkpoints").join(id).join("runner"))?;
+    assert_eq!(
+        replayed.end,
+        hearth_checkpoints::stream::StreamEnd::Clean,
+        "{}",
+        stderr()
+    );
+    let r = replayed.replay;
+    assert_eq!(r.state(), TaskState::Killed);
+    let churn = runs(&r, "churn");
+    // Every run is there, numbered without a gap; none is LOST: all failed but the last, which
+    // the kill ended.
+    let last = churn.len() - 1;
+    assert!(churn.iter().enumerate().all(|(i, x)| x.run as usize == i));
+    assert!(
+        churn[..last].iter().all(|x| x.state == P::Failed),
+        "{:?}",
+        churn.iter().map(|x| x.state).collect::<Vec<_>>()
+    );
+    assert_eq!(churn[last].state, P::Killed);
+    assert_eq!(states(&r, "steady"), [P::Killed]);
+    drop(rt);
+    Ok(())
+}
+
 /// Regression (a full disk ended supervision): with the checkpoint root on a tiny tmpfs, a task
 /// that keeps restarting a process fills it. The executor used to exit 4 with `checkpoint write
 /// failed: … No space left on device`, leaving a torn tail and the task's other processes
@@ -728,19 +979,7 @@ fn full_disk_regression_the_executor_waits_out_a_full_checkpoint_disk() -> TestR
         json!({"finalization_wait": 5}),
     );
     let id = "fill";
-    // The scheduler's side: a status receiver on loopback, which also keeps condition reports.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    let store = hearth_scheduler::receiver::StatusStore::new();
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let scheduler = format!("http://{}", listener.local_addr()?);
-    rt.spawn(hearth_scheduler::receiver::serve(
-        listener,
-        store.clone(),
-        std::future::pending(),
-    ));
+    let (rt, store, scheduler) = status_receiver()?;
     let stderr_path = env.root().with_file_name("executor.stderr");
     let mut exec = env
         .run_cmd(
