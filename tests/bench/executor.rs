@@ -18,14 +18,19 @@
 //! (d) restart latency with `min_duration: 0`: from a run's exit stamp to the start of the next run
 //!     as recorded in the checkpoint;
 //! (e) kill: from SIGTERM to the executor to the last of 100 SIGTERM-honouring processes gone;
-//! (f) health-check cost: CPU of the executor and keeper over `HEARTH_BENCH_IDLE_SECS` (default
-//!     60) for a task of 10 processes whose HTTP health check runs every second (against
-//!     `hearth-test-server`), once the task is RUNNING.
+//! (f) health-check cost: CPU (their threads' `schedstat`) of the executor and keeper over
+//!     `HEARTH_BENCH_IDLE_SECS` (default 60) for a task of 10 processes whose HTTP health check
+//!     runs every second (against `hearth-test-server`), once the task is RUNNING.
 //!
-//! `HEARTH_BENCH_TRIALS` (default 9) sets the trial count. `HEARTH_BENCH_BASELINE=PATH` names
-//! another `hearth` binary (an earlier build, say) whose launch (b) is measured in the same trials,
-//! alternating which of the two goes first, and compared trial by trial: the machine's drift
-//! between runs of the bench is larger than most changes to the launch path.
+//! `HEARTH_BENCH_TRIALS` (default 9) sets the trial count; (c) and (d) spread their 200 exits over
+//! the trials, and (f) is one window of `HEARTH_BENCH_IDLE_SECS` without a baseline.
+//!
+//! `HEARTH_BENCH_BASELINE=PATH` names another `hearth` binary (an earlier build, say). Every row
+//! that runs `hearth`, (a) to (f), then measures both binaries in each trial, alternating which of
+//! the two goes first, and prints under the row both medians with their ranges and the per-trial
+//! ratio this build / baseline (median and range): the machine's drift between runs of the bench
+//! is larger than most changes. (f) then has `HEARTH_BENCH_TRIALS` windows per binary; (c) and (d)
+//! compare the per-trial medians.
 //!
 //! On (b): the C loop's time depends on how often its own 100 `bash` children, starting up on the
 //! same cores, preempt it, so the row also shows both ranges, how many trials were within the
@@ -48,80 +53,98 @@ use serde_json::{Value, json};
 
 const N: usize = 100;
 
+/// Exits and restarts measured for (c) and (d), spread over the trials.
+const RESTARTS: usize = 200;
+
 fn main() {
     let trials: usize = std::env::var("HEARTH_BENCH_TRIALS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(9);
+    let idle_secs: u64 = std::env::var("HEARTH_BENCH_IDLE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
     let dir = tempfile::Builder::new()
         .prefix("hearth-bench-")
         .tempdir()
         .unwrap();
-    let forkloop = compile(dir.path(), "forkloop");
-    let stamp = compile(dir.path(), "stamp_exit");
+    let dir = dir.path();
+    let forkloop = compile(dir, "forkloop");
+    let stamp = compile(dir, "stamp_exit");
+    let bins = Contestants {
+        this: this_hearth().to_owned(),
+        baseline: std::env::var_os("HEARTH_BENCH_BASELINE").map(PathBuf::from),
+    };
 
-    let hearth = this_hearth();
-    let baseline = std::env::var_os("HEARTH_BENCH_BASELINE").map(PathBuf::from);
-    let mut launch_baseline = Vec::new();
     let floor_cgroup = FloorCgroup::create();
-    let mut pss = Vec::new();
-    let mut pss_kinds = Vec::new();
-    let mut launch = Vec::new();
     let mut floor = Vec::new();
     let mut floor_grouped = Vec::new();
-    let mut kill = Vec::new();
-    let (mut keeper_cpu, mut keeper_waiting, mut executor_cpu) =
-        (Vec::new(), Vec::new(), Vec::new());
+    let mut sleeps = Pair::default();
+    let mut no_cgroups = Pair::default();
+    let mut restarts = Pair::default();
     for t in 0..trials {
         floor.push(c_floor(&forkloop, None));
         if let Some(cg) = &floor_cgroup {
             floor_grouped.push(c_floor(&forkloop, Some(&cg.procs)));
         }
-        let base_first = t % 2 == 1;
-        let mut run_baseline = || {
-            if let Some(b) = &baseline {
-                let id = format!("baseline-{t}");
-                launch_baseline.push(hundred_sleeps(b, dir.path(), &id, &[]).launch);
-            }
-        };
-        if base_first {
-            run_baseline();
-        }
-        let trial = hundred_sleeps(hearth, dir.path(), &format!("sleeps-{t}"), &[]);
-        if !base_first {
-            run_baseline();
-        }
-        pss_kinds.push(trial.pss_kinds);
-        launch.push(trial.launch);
-        pss.push(trial.pss);
-        kill.push(trial.kill);
-        keeper_cpu.push(trial.keeper_cpu);
-        keeper_waiting.push(trial.keeper_waiting);
-        executor_cpu.push(trial.executor_cpu);
+        sleeps.push(bins.trial(t, |bin, who| {
+            hundred_sleeps(bin, dir, &format!("sleeps-{who}-{t}"), &[])
+        }));
     }
-    let no_cgroups: Vec<f64> = (0..trials)
-        .map(|t| {
-            hundred_sleeps(hearth, dir.path(), &format!("plain-{t}"), &["--no-cgroups"]).launch
-        })
-        .collect();
-    let (exit_lat, restart_lat) = restart_loop(dir.path(), &stamp, 200);
-    let idle_secs: u64 = std::env::var("HEARTH_BENCH_IDLE_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
-    let (cpu_pct, checks) = health_cpu(dir.path(), idle_secs);
+    for t in 0..trials {
+        no_cgroups.push(bins.trial(t, |bin, who| {
+            let id = format!("plain-{who}-{t}");
+            hundred_sleeps(bin, dir, &id, &["--no-cgroups"]).launch
+        }));
+    }
+    let runs = RESTARTS.div_ceil(trials.max(1)).max(20);
+    for t in 0..trials {
+        restarts.push(bins.trial(t, |bin, who| {
+            restart_loop(bin, dir, &stamp, runs, &format!("restarts-{who}-{t}"))
+        }));
+    }
+    // Without a baseline one window, as a trial of this row is a whole idle window.
+    let health_trials = if bins.baseline.is_some() { trials } else { 1 };
+    let mut health = Pair::default();
+    for t in 0..health_trials {
+        health.push(bins.trial(t, |bin, who| {
+            health_cpu(bin, dir, idle_secs, &format!("healthy-{who}-{t}"))
+        }));
+    }
+
+    let pss = sleeps.map(|t| t.pss);
+    let launch = sleeps.map(|t| t.launch);
+    let kill = sleeps.map(|t| t.kill);
+    let keeper_cpu = sleeps.map(|t| t.keeper_cpu);
+    let keeper_waiting = sleeps.map(|t| t.keeper_waiting);
+    let executor_cpu = sleeps.map(|t| t.executor_cpu);
+    let no_cgroups = no_cgroups.map(|l| *l);
+    let exit_lat: Vec<f64> = restarts.this.iter().flat_map(|r| r.0.clone()).collect();
+    let restart_lat: Vec<f64> = restarts.this.iter().flat_map(|r| r.1.clone()).collect();
+    let cpu_pct = health.map(|h| h.0);
+    let checks = health.map(|h| h.1 as f64);
 
     let ms = |d: &[f64]| format!("{:.2} ms", median(d) * 1e3);
     println!("executor benchmarks ({trials} trials, medians)");
+    if let Some(b) = &bins.baseline {
+        println!(
+            "baseline: {}, measured in the same trials as this build ({}), alternating which \
+             goes first",
+            b.display(),
+            bins.this.display()
+        );
+    }
     println!(
         "(a) overhead PSS, executor + keeper, {N} sleeps: {:.0} KiB (target <= 4096 KiB)",
-        median(&pss)
+        median(&pss.this)
     );
     let kind = |i: usize| {
         median(
-            &pss_kinds
+            &sleeps
+                .this
                 .iter()
-                .map(|k: &Vec<f64>| k[i])
+                .map(|t| t.pss_kinds[i])
                 .collect::<Vec<_>>(),
         )
     };
@@ -135,41 +158,37 @@ fn main() {
         kind(4),
         kind(5)
     );
-    let ratios = per_trial(&launch, &floor);
+    bins.compare(&pss, |v| format!("{v:.0} KiB"));
+    let ratios = per_trial(&launch.this, &floor);
     let range = |d: &[f64]| format!("{:.1}..{:.1} ms", pct(d, 0.0) * 1e3, pct(d, 1.0) * 1e3);
     println!(
         "(b) launch {N} processes to RUNNING: hearth {} ({}) vs C fork/exec loop {} ({}); \
          per-trial ratio {}, {} of {trials} trials within 1.2x; best trial vs best trial \
          {:.2}x (target <= 1.2x)",
-        ms(&launch),
-        range(&launch),
+        ms(&launch.this),
+        range(&launch.this),
         ms(&floor),
         range(&floor),
         spread(&ratios),
         ratios.iter().filter(|r| **r <= 1.2).count(),
-        pct(&launch, 0.0) / pct(&floor, 0.0)
+        pct(&launch.this, 0.0) / pct(&floor, 0.0)
     );
     println!(
         "    during the launch: keeper CPU {}, keeper runnable but waiting for a CPU {}, \
          executor CPU {} (from /proc/<pid>/schedstat)",
-        ms(&keeper_cpu),
-        ms(&keeper_waiting),
-        ms(&executor_cpu)
+        ms(&keeper_cpu.this),
+        ms(&keeper_waiting.this),
+        ms(&executor_cpu.this)
     );
-    if let Some(b) = &baseline {
-        println!(
-            "(b) baseline {}: {} ({}); per-trial ratio this build / baseline {}",
-            b.display(),
-            ms(&launch_baseline),
-            range(&launch_baseline),
-            spread(&per_trial(&launch, &launch_baseline))
-        );
-    }
+    bins.compare(&launch, millis);
+    bins.compare_as("keeper CPU during the launch", &keeper_cpu, millis);
+    bins.compare_as("executor CPU during the launch", &executor_cpu, millis);
     println!(
         "(b') the same launch with --no-cgroups (process groups and the subreaper): {} ({})",
-        ms(&no_cgroups),
-        range(&no_cgroups)
+        ms(&no_cgroups.this),
+        range(&no_cgroups.this)
     );
+    bins.compare(&no_cgroups, millis);
     match &floor_cgroup {
         Some(cg) => {
             println!(
@@ -178,7 +197,7 @@ fn main() {
                 cg.dir.display(),
                 ms(&floor_grouped),
                 range(&floor_grouped),
-                spread(&per_trial(&launch, &floor_grouped))
+                spread(&per_trial(&launch.this, &floor_grouped))
             );
         }
         None => println!("(b'') not measured: no cpu cgroup controller could be used here"),
@@ -189,20 +208,118 @@ fn main() {
         pct(&exit_lat, 0.9) * 1e3,
         exit_lat.len()
     );
+    bins.compare_as("per-trial median", &restarts.map(|r| median(&r.0)), micros);
     println!(
         "(d) restart latency, min_duration 0: median {:.3} ms, p90 {:.3} ms over {} restarts (target median < 2 ms)",
         median(&restart_lat) * 1e3,
         pct(&restart_lat, 0.9) * 1e3,
         restart_lat.len()
     );
+    bins.compare_as("per-trial median", &restarts.map(|r| median(&r.1)), micros);
     println!(
         "(e) kill {N} SIGTERM-honouring processes: {} (target < 50 ms)",
-        ms(&kill)
+        ms(&kill.this)
     );
+    bins.compare(&kill, millis);
     println!(
         "(f) executor + keeper CPU, 10 processes, HTTP check every 1 s, over {idle_secs} s: \
-         {cpu_pct:.3} % of one core, {checks} checks served (target < 0.5 %)"
+         {:.4} % of one core, {:.0} checks served (target < 0.5 %)",
+        median(&cpu_pct.this),
+        median(&checks.this)
     );
+    bins.compare(&cpu_pct, |v| format!("{v:.4} %"));
+}
+
+fn millis(v: f64) -> String {
+    format!("{:.2} ms", v * 1e3)
+}
+
+fn micros(v: f64) -> String {
+    format!("{:.0} us", v * 1e6)
+}
+
+/// The `hearth` binaries measured: this build's and, with `HEARTH_BENCH_BASELINE`, another.
+struct Contestants {
+    this: PathBuf,
+    baseline: Option<PathBuf>,
+}
+
+/// One row's per-trial measurements of this build and of the baseline (empty without one).
+struct Pair<T> {
+    this: Vec<T>,
+    base: Vec<T>,
+}
+
+impl<T> Default for Pair<T> {
+    fn default() -> Self {
+        Pair {
+            this: Vec::new(),
+            base: Vec::new(),
+        }
+    }
+}
+
+impl<T> Pair<T> {
+    fn push(&mut self, (this, base): (T, Option<T>)) {
+        self.this.push(this);
+        self.base.extend(base);
+    }
+
+    fn map(&self, f: impl Fn(&T) -> f64) -> Pair<f64> {
+        Pair {
+            this: self.this.iter().map(&f).collect(),
+            base: self.base.iter().map(&f).collect(),
+        }
+    }
+}
+
+impl Contestants {
+    /// Trial `t` of one measurement: `measure(binary, "this" | "base")` for this build and, when
+    /// there is a baseline, for it too, the baseline first in odd trials so that neither always
+    /// runs on a machine the other has just warmed (or loaded).
+    fn trial<T>(&self, t: usize, mut measure: impl FnMut(&Path, &str) -> T) -> (T, Option<T>) {
+        let Some(base) = &self.baseline else {
+            return (measure(&self.this, "this"), None);
+        };
+        if t % 2 == 1 {
+            let b = measure(base, "base");
+            (measure(&self.this, "this"), Some(b))
+        } else {
+            let this = measure(&self.this, "this");
+            (this, Some(measure(base, "base")))
+        }
+    }
+
+    /// With a baseline, the line under a row comparing the two: both medians and ranges and the
+    /// per-trial ratio this build / baseline.
+    fn compare(&self, row: &Pair<f64>, fmt: impl Fn(f64) -> String) {
+        self.compare_as("", row, fmt);
+    }
+
+    fn compare_as(&self, what: &str, row: &Pair<f64>, fmt: impl Fn(f64) -> String) {
+        if self.baseline.is_none() {
+            return;
+        }
+        let figures = |d: &[f64]| {
+            format!(
+                "{} ({}..{})",
+                fmt(median(d)),
+                fmt(pct(d, 0.0)),
+                fmt(pct(d, 1.0))
+            )
+        };
+        let what = if what.is_empty() {
+            String::new()
+        } else {
+            format!("{what}, ")
+        };
+        println!(
+            "    {what}this build {} vs baseline {}: per-trial ratio this/baseline {}",
+            figures(&row.this),
+            figures(&row.base),
+            spread(&per_trial(&row.this, &row.base))
+        );
+    }
 }
 
 fn compile(dir: &Path, name: &str) -> PathBuf {
@@ -452,9 +569,14 @@ fn hundred_sleeps(hearth: &Path, dir: &Path, task_id: &str, extra: &[&str]) -> T
 }
 
 /// A daemon that exits at once, `runs` times: exit-to-record and restart latencies.
-fn restart_loop(dir: &Path, stamp: &Path, runs: usize) -> (Vec<f64>, Vec<f64>) {
-    let task_id = "restarts";
-    let stamps = dir.join("stamps");
+fn restart_loop(
+    hearth: &Path,
+    dir: &Path,
+    stamp: &Path,
+    runs: usize,
+    task_id: &str,
+) -> (Vec<f64>, Vec<f64>) {
+    let stamps = dir.join(format!("{task_id}.stamps"));
     let cmd = format!("exec {} {} 0", stamp.display(), stamps.display());
     let cfg = write_task(
         dir,
@@ -464,7 +586,7 @@ fn restart_loop(dir: &Path, stamp: &Path, runs: usize) -> (Vec<f64>, Vec<f64>) {
         ]}),
     );
     let root = dir.join("root");
-    let (mut child, mut lines) = start_task(this_hearth(), &cfg, &root, task_id, &[]);
+    let (mut child, mut lines) = start_task(hearth, &cfg, &root, task_id, &[]);
     let mut arrivals = Vec::new();
     while arrivals.len() < runs {
         let line = lines.next().unwrap().unwrap();
@@ -504,23 +626,28 @@ fn restart_loop(dir: &Path, stamp: &Path, runs: usize) -> (Vec<f64>, Vec<f64>) {
     (exit_lat, restart_lat)
 }
 
-/// CPU ticks (user + system) a process has used, from `/proc/<pid>/stat` fields 14 and 15.
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_ascii_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    f.iter().sum()
+/// CPU time, in seconds, of a process's live threads (`/proc/<pid>/task/*/schedstat`, in
+/// nanoseconds: the clock ticks of `/proc/<pid>/stat` are too coarse for an idle executor). A
+/// thread that ends within a measured window is not counted.
+fn cpu_secs(pid: i32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1e9
+        })
+        .sum()
 }
 
 /// (f): the steady-state cost of supervising a healthy task with a 1 s HTTP health check.
-fn health_cpu(dir: &Path, secs: u64) -> (f64, usize) {
-    let task_id = "healthy";
-    let log = dir.join("health-server.log");
+fn health_cpu(hearth: &Path, dir: &Path, secs: u64, task_id: &str) -> (f64, usize) {
+    let log = dir.join(format!("{task_id}-server.log"));
     let server = format!(
         "exec {} --port {{{{thermos.ports[health]}}}} --log {}",
         env!("CARGO_BIN_EXE_hearth-test-server"),
@@ -541,7 +668,7 @@ fn health_cpu(dir: &Path, secs: u64) -> (f64, usize) {
         }),
     );
     let root = dir.join("root");
-    let (mut child, mut lines) = start_task(this_hearth(), &cfg, &root, task_id, &[]);
+    let (mut child, mut lines) = start_task(hearth, &cfg, &root, task_id, &[]);
     loop {
         let line = lines.next().unwrap().unwrap();
         let v: Value = serde_json::from_str(&line).unwrap();
@@ -565,16 +692,10 @@ fn health_cpu(dir: &Path, secs: u64) -> (f64, usize) {
             .filter(|l| l.contains("GET /health"))
             .count()
     };
-    let (t0, c0, n0) = (Instant::now(), cpu_ticks(exec) + cpu_ticks(keeper), count());
+    let (t0, c0, n0) = (Instant::now(), cpu_secs(exec) + cpu_secs(keeper), count());
     std::thread::sleep(Duration::from_secs(secs));
-    let (t1, c1, n1) = (t0.elapsed(), cpu_ticks(exec) + cpu_ticks(keeper), count());
-    let hz: f64 = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0);
-    let pct = (c1 - c0) as f64 / hz / t1.as_secs_f64() * 100.0;
+    let (t1, c1, n1) = (t0.elapsed(), cpu_secs(exec) + cpu_secs(keeper), count());
+    let pct = (c1 - c0) / t1.as_secs_f64() * 100.0;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(exec), nix::sys::signal::SIGTERM).unwrap();
     for _ in lines.by_ref() {}
     child.wait().unwrap();
