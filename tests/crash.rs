@@ -484,3 +484,52 @@ fn phantom_lost_runs_regression_a_kill_between_forked_and_the_spawn_request_lose
     }
     Ok(())
 }
+
+/// When the keeper dies under the executor, the executor's error says how it died (its exit
+/// status, read from the kernel), not only that the connection closed.
+#[test]
+fn a_keeper_killed_under_the_executor_is_named_with_its_signal() -> TestResult {
+    let env = Env::new();
+    let cfg = env.task(
+        "keeperdies",
+        json!([{"name": "p", "cmdline": "exec sleep 1000"}]),
+        json!({}),
+    );
+    let exec = env.spawn(&cfg, "keeperdies", &["--no-cgroups"]);
+    wait_until("p to run", Duration::from_secs(30), || {
+        env.try_replay("keeperdies").is_some_and(|r| {
+            runs(&r, "p")
+                .last()
+                .is_some_and(|x| x.state == ProcessState::Running)
+        })
+    })
+    .unwrap();
+    // The keeper is the executor's child named `hearth-keeper <task id>`.
+    let pid = exec.id();
+    let keeper = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse::<i32>().ok())
+        .find(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/cmdline"))
+                .is_ok_and(|t| t.starts_with("hearth-keeper"))
+        });
+    if let Some(k) = keeper {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(k),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let out = wait_output(exec, Duration::from_secs(30));
+    let keeper = keeper.ok_or("the executor had no keeper child")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        stderr.contains(&format!(
+            "the keeper closed its connection unexpectedly; the keeper (pid {keeper}) was killed by SIGKILL"
+        )),
+        "{}",
+        show(&out)
+    );
+    Ok(())
+}

@@ -129,7 +129,11 @@ impl Link {
                     }
                     .into());
                 }
-                None => return Err(SuperviseError::KeeperGone),
+                None => {
+                    return Err(SuperviseError::KeeperGone {
+                        fate: String::new(),
+                    });
+                }
             }
         }
     }
@@ -148,7 +152,9 @@ impl Link {
                 self.tx
                     .write_all(&buf)
                     .await
-                    .map_err(|_| SuperviseError::KeeperGone)?;
+                    .map_err(|_| SuperviseError::KeeperGone {
+                        fate: String::new(),
+                    })?;
                 buf.clear();
             }
         }
@@ -164,6 +170,39 @@ impl Link {
     pub fn try_recv(&mut self) -> Option<Reply> {
         self.replies.try_recv().ok()
     }
+}
+
+/// What became of the keeper whose connection closed, for the error an operator reads: its exit
+/// status if it was our child and has ended (waited for briefly), whether it still runs, or ""
+/// when nothing can be told.
+pub(super) async fn keeper_fate(pid: Option<i32>) -> String {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let Some(pid) = pid else {
+        return String::new();
+    };
+    let p = nix::unistd::Pid::from_raw(pid);
+    for _ in 0..20 {
+        match waitpid(p, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => {
+                return format!("; the keeper (pid {pid}) exited with status {code}");
+            }
+            Ok(WaitStatus::Signaled(_, sig, core)) => {
+                let core = if core { ", core dumped" } else { "" };
+                return format!("; the keeper (pid {pid}) was killed by {sig}{core}");
+            }
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            // Not our child (an adopted keeper): only whether it still runs can be told.
+            Err(_) => {
+                let alive = nix::sys::signal::kill(p, None).is_ok();
+                return if alive {
+                    format!("; the keeper (pid {pid}) still runs")
+                } else {
+                    format!("; the keeper (pid {pid}) is gone")
+                };
+            }
+        }
+    }
+    format!("; the keeper (pid {pid}) still runs")
 }
 
 #[cfg(test)]

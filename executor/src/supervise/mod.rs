@@ -107,8 +107,11 @@ pub enum SuperviseError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the keeper closed its connection unexpectedly")]
-    KeeperGone,
+    #[error("the keeper closed its connection unexpectedly{fate}")]
+    KeeperGone {
+        /// What became of the keeper, when it can be told (`; it was killed by SIGKILL`), or "".
+        fate: String,
+    },
     #[error(transparent)]
     KeeperPeer(#[from] crate::keeper::socket::PeerError),
     #[error("checkpoint write failed")]
@@ -285,7 +288,11 @@ pub async fn supervise(
             ev = s.link.recv() => {
                 match ev {
                     Some(r) => s.on_reply(r),
-                    None => return Err(SuperviseError::KeeperGone),
+                    None => {
+                        return Err(SuperviseError::KeeperGone {
+                            fate: link::keeper_fate(s.keeper_pid).await,
+                        });
+                    }
                 }
                 // Drain whatever else is already here, so one fsync covers the burst.
                 while let Some(r) = s.link.try_recv() {
