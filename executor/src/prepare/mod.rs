@@ -75,7 +75,7 @@ pub struct Prepared {
     /// is reported on stderr and to the scheduler only).
     pub condition: Option<ConditionFile>,
     /// Held for the executor's lifetime: the task's ownership lock.
-    pub _lock: File,
+    pub lock: File,
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> PrepareError + 'a {
@@ -319,7 +319,7 @@ pub fn prepare_with_token_file(
         keeper_addr,
         keeper_stream,
         condition,
-        _lock: lock,
+        lock,
     })
 }
 
@@ -422,6 +422,22 @@ fn take_lock(path: &Path, task_id: &str, force: bool) -> Result<File, PrepareErr
     file.set_len(0).map_err(io_err("truncate", path))?;
     writeln!(file, "{}", std::process::id()).map_err(io_err("write", path))?;
     Ok(file)
+}
+
+/// Keep holding the task's lock when the file system under the checkpoint directory was replaced
+/// (a read-only file system checked and mounted again while the executor ran): `lock` is the
+/// file this executor locked; if `path` now names another file, lock that one too and hold it
+/// instead. Without this, `hearth kill` and a second `hearth run` would find the new lock file
+/// free and take over a task whose executor still runs. Returns whether the lock moved.
+pub fn keep_lock(lock: &mut File, path: &Path, task_id: &str) -> Result<bool, PrepareError> {
+    use std::os::unix::fs::MetadataExt;
+    let held = lock.metadata().map_err(io_err("stat", path))?;
+    let here = std::fs::metadata(path).map_err(io_err("stat", path))?;
+    if (held.dev(), held.ino()) == (here.dev(), here.ino()) {
+        return Ok(false);
+    }
+    *lock = take_lock(path, task_id, false)?;
+    Ok(true)
 }
 
 /// The pid written in a task's lock file.
@@ -561,4 +577,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 fn allocate_port() -> io::Result<u16> {
     let l = std::net::TcpListener::bind(("0.0.0.0", 0))?;
     Ok(l.local_addr()?.port())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+
+    fn locked_elsewhere(path: &Path) -> bool {
+        let other = File::open(path).unwrap();
+        rustix::fs::flock(&other, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
+    }
+
+    #[test]
+    fn the_lock_is_kept_when_its_file_is_replaced_and_left_alone_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("executor.lock");
+        let mut lock = take_lock(&path, "t", false).unwrap();
+        assert!(
+            !keep_lock(&mut lock, &path, "t").unwrap(),
+            "same file: nothing to do"
+        );
+        assert!(locked_elsewhere(&path));
+        // The path now names another file (as after the file system was mounted afresh).
+        let fresh = dir.path().join("fresh");
+        std::fs::write(&fresh, "").unwrap();
+        std::fs::rename(&fresh, &path).unwrap();
+        assert!(!locked_elsewhere(&path), "the new file is not locked yet");
+        assert!(keep_lock(&mut lock, &path, "t").unwrap());
+        assert!(locked_elsewhere(&path), "the new file is locked by us now");
+        assert_eq!(lock_holder(&path), Some(std::process::id() as i32));
+    }
 }

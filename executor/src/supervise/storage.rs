@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use hearth_checkpoints::condition::{Condition, ConditionKind};
+use hearth_checkpoints::condition::{Condition, ConditionFile, ConditionKind};
 
 use super::{SuperviseError, Supervisor};
 use crate::keeper::protocol::Request;
@@ -130,6 +130,28 @@ impl Supervisor {
             st.since.elapsed().as_secs_f64(),
             st.attempts
         );
+        // A file system that went read-only comes back only through an unmount and a fresh
+        // mount: the lock and the condition file this executor holds are then on the old one.
+        let dir = self.p.root.checkpoint_dir(&self.p.task_id);
+        match crate::prepare::keep_lock(
+            &mut self.p.lock,
+            &dir.join("executor.lock"),
+            &self.p.task_id,
+        ) {
+            Ok(true) => {
+                tracing::warn!(
+                    "the checkpoint file system was replaced; took the task's lock again on the new one"
+                );
+                self.p.condition = ConditionFile::create(&dir)
+                    .map_err(|e| tracing::warn!("cannot create the condition file again: {e}"))
+                    .ok();
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(
+                "cannot hold the task's lock on the new checkpoint file system: {}",
+                crate::error_chain(&e)
+            ),
+        }
         self.show_condition(None);
     }
 
