@@ -357,6 +357,9 @@ fn the_kernels_own_control_files_hold_the_limits_and_counters() -> TestResult {
                     .try_into()
                     .map_err(|d| format!("v2 dirs {d:?}"))?;
             assert_eq!(control(&dir, "memory.max")?, (48u64 << 20).to_string());
+            if dir.join("memory.swap.max").exists() {
+                assert_eq!(control(&dir, "memory.swap.max")?, "0");
+            }
             assert_eq!(control(&dir, "cpu.max")?, "25000 100000");
             assert_eq!(control(&dir, "pids.max")?, "32");
             assert_eq!(keyed(&dir, "memory.events", "oom_kill")?, 0);

@@ -97,6 +97,14 @@ impl TaskCgroup {
                     let path = dir.join("memory.max");
                     files::write(&path, &bytes.to_string())?;
                     verify_memory(&path, bytes)?;
+                    // The RAM limit is the task's limit: without this v2 lets it swap beyond it
+                    // (`memory.swap.max` defaults to `max`). Absent when the kernel does not
+                    // account swap, and then there is nothing to limit.
+                    let swap = dir.join("memory.swap.max");
+                    if swap.exists() {
+                        files::write(&swap, "0")?;
+                        verify_exact(&swap, "0")?;
+                    }
                 }
                 if let Some(cores) = limits.cpu_cores {
                     let path = dir.join("cpu.max");

@@ -192,6 +192,25 @@ fn v2_create_enables_controllers_in_root_and_parent_then_writes_limits() {
 }
 
 #[test]
+fn v2_memory_limit_turns_swap_off_where_the_kernel_accounts_it() {
+    let tmp = TempDir::new().unwrap();
+    let h = v2_tree(&tmp);
+    let cg = TaskCgroup::create(&h, "hearth", "t", &LIMITS).unwrap();
+    let t = tmp.path();
+    assert!(
+        !t.join("hearth/t/memory.swap.max").exists(),
+        "no swap accounting: nothing written"
+    );
+    fs::write(t.join("hearth/t/memory.swap.max"), "max\n").unwrap();
+    cg.apply(&LIMITS).unwrap();
+    assert_eq!(read(t.join("hearth/t/memory.swap.max")), "0");
+    // Without a memory limit swap is left as it is.
+    fs::write(t.join("hearth/t/memory.swap.max"), "max\n").unwrap();
+    cg.apply(&Limits::default()).unwrap();
+    assert_eq!(read(t.join("hearth/t/memory.swap.max")), "max\n");
+}
+
+#[test]
 fn v2_enables_only_missing_controllers() {
     let tmp = TempDir::new().unwrap();
     let h = v2_tree(&tmp);
