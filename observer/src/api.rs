@@ -118,6 +118,7 @@ pub fn task_json(obs: &Observer, cell: &TaskCell) -> Value {
             json!({ "cpu": d.config.cpu, "ram": d.config.ram, "disk": d.config.disk }),
         );
         map.insert("resource_consumption".into(), usage_json(&d.usage));
+        map.insert("pressure".into(), json!(d.pressure));
     }
     v
 }
@@ -389,6 +390,30 @@ pub async fn metrics(State(obs): State<AppState>) -> Response {
             ("hearth_task_memory_bytes", "Memory used by the task."),
             ("hearth_task_disk_bytes", "Disk used by the task's sandbox."),
             (
+                "hearth_task_cpu_pressure_some_avg10",
+                "Percent of the last 10 s some of the task's processes waited for CPU (cgroup v2).",
+            ),
+            (
+                "hearth_task_memory_pressure_some_avg10",
+                "Percent of the last 10 s some of the task's processes waited for memory (cgroup v2).",
+            ),
+            (
+                "hearth_task_memory_pressure_full_avg10",
+                "Percent of the last 10 s all of the task's processes waited for memory (cgroup v2).",
+            ),
+            (
+                "hearth_task_io_pressure_some_avg10",
+                "Percent of the last 10 s some of the task's processes waited for I/O (cgroup v2).",
+            ),
+            (
+                "hearth_task_io_read_bytes",
+                "Bytes the task has read from block devices (cgroup v2).",
+            ),
+            (
+                "hearth_task_io_write_bytes",
+                "Bytes the task has written to block devices (cgroup v2).",
+            ),
+            (
                 "hearth_process_state",
                 "1 for the state of the process's latest run.",
             ),
@@ -439,6 +464,29 @@ pub async fn metrics(State(obs): State<AppState>) -> Response {
         }
         if let Some(b) = d.usage.disk {
             f.add("hearth_task_disk_bytes", &t, b);
+        }
+        let p = &d.pressure;
+        for (name, value) in [
+            ("hearth_task_cpu_pressure_some_avg10", p.cpu_some_avg10),
+            (
+                "hearth_task_memory_pressure_some_avg10",
+                p.memory_some_avg10,
+            ),
+            (
+                "hearth_task_memory_pressure_full_avg10",
+                p.memory_full_avg10,
+            ),
+            ("hearth_task_io_pressure_some_avg10", p.io_some_avg10),
+        ] {
+            if let Some(v) = value {
+                f.add(name, &t, v);
+            }
+        }
+        if let Some(b) = p.io_read_bytes {
+            f.add("hearth_task_io_read_bytes", &t, b);
+        }
+        if let Some(b) = p.io_write_bytes {
+            f.add("hearth_task_io_write_bytes", &t, b);
         }
         for (name, runs) in &d.tail.replay().processes {
             let Some(last) = runs.last() else { continue };

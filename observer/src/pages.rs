@@ -140,6 +140,10 @@ pub fn fmt_time(secs: f64) -> String {
     )
 }
 
+fn fmt_pct(p: Option<f64>) -> String {
+    p.map_or_else(|| "-".to_owned(), |p| format!("{p:.2} %"))
+}
+
 fn fmt_ms(ms: Option<i64>) -> String {
     ms.map(|m| fmt_time(m as f64 / 1000.0)).unwrap_or_default()
 }
@@ -322,6 +326,7 @@ pub async fn task_page(State(obs): State<AppState>, Path(task_id): Path<String>)
         .collect();
     let warning = stream_warning(&d.tail.replayed().end);
     let condition = d.condition.clone();
+    let pressure = d.pressure;
     drop(d);
     let now = now_secs();
     let host = header
@@ -356,6 +361,9 @@ pub async fn task_page(State(obs): State<AppState>, Path(task_id): Path<String>)
             tr { th {} th { "CPU" } th { "RAM" } th { "Disk" } }
             tr { th { "Requested" } td.num { (fmt_cpu(config.cpu)) } td.num { (fmt_opt_bytes(config.ram)) } td.num { (fmt_opt_bytes(config.disk)) } }
             tr { th { "Used" } td.num { (fmt_cpu(usage.cpu)) } td.num { (fmt_opt_bytes(usage.ram)) } td.num { (fmt_opt_bytes(usage.disk)) } }
+            @if !pressure.is_empty() {
+                tr #pressure { th { "Pressure (10 s)" } td.num { (fmt_pct(pressure.cpu_some_avg10)) } td.num { (fmt_pct(pressure.memory_some_avg10)) " some, " (fmt_pct(pressure.memory_full_avg10)) " full" } td.num { "I/O " (fmt_pct(pressure.io_some_avg10)) "; read " (fmt_opt_bytes(pressure.io_read_bytes)) ", written " (fmt_opt_bytes(pressure.io_write_bytes)) } }
+            }
         }
         @if !header.ports.is_empty() {
             h2 { "Ports" }

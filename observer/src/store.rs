@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::error::ObserverError;
 use crate::safepath;
 use crate::tail::StreamTail;
-use crate::usage::{CpuReading, Probe, Usage, disk_usage};
+use crate::usage::{CpuReading, Pressure, Probe, Usage, disk_usage};
 
 /// Tunables of the background work. The defaults suit a host with hundreds of active tasks.
 #[derive(Debug, Clone)]
@@ -165,6 +165,8 @@ pub struct TaskData {
     pub summary: Summary,
     /// What the task's executor says is wrong right now (checkpoint writes failing), if anything.
     pub condition: Option<Condition>,
+    /// The task cgroup's pressure and I/O (cgroup v2).
+    pub pressure: Pressure,
 }
 
 /// One task.
@@ -215,6 +217,7 @@ impl TaskData {
             disk_at: None,
             processes: HashMap::new(),
             condition: None,
+            pressure: Pressure::default(),
             summary: Summary {
                 task_id: task_id.to_owned(),
                 name: None,
@@ -545,6 +548,7 @@ impl Observer {
                 }
                 d.last_cpu = Some(reading);
                 d.usage.ram = ram;
+                d.pressure = probe.task_pressure(&cell.task_id);
             }
             // Running processes, from the replay.
             let running: Vec<(String, i32, Option<i64>)> = d

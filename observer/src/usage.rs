@@ -8,7 +8,8 @@
 //! the sampling ticks (see [`crate::store::Settings`]).
 //!
 //! Where things are looked for (both roots are parameters, so tests use fixture trees):
-//! * cgroup v2: `<cgroup_root>/hearth/<task_id>/{cpu.stat,memory.current}`;
+//! * cgroup v2: `<cgroup_root>/hearth/<task_id>/{cpu.stat,memory.current}`, and for
+//!   [`Pressure`] `{cpu.pressure,memory.pressure,io.pressure,io.stat}` (v2 only: v1 has neither);
 //! * cgroup v1: `<cgroup_root>/<cpuacct or cpu,cpuacct or cpu>/hearth/<task_id>/cpuacct.usage` and
 //!   `<cgroup_root>/memory/hearth/<task_id>/memory.usage_in_bytes`.
 //!
@@ -72,6 +73,49 @@ pub struct Usage {
     pub disk: Option<u64>,
 }
 
+/// A task's pressure (Linux PSI, cgroup v2): the share of the last 10 s in which some (or all)
+/// of its processes waited for CPU, memory or I/O, in percent; and its cumulative I/O bytes.
+/// `None`: not available (cgroup v1, PSI off, or no cgroup).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Pressure {
+    pub cpu_some_avg10: Option<f64>,
+    pub memory_some_avg10: Option<f64>,
+    pub memory_full_avg10: Option<f64>,
+    pub io_some_avg10: Option<f64>,
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
+}
+
+impl Pressure {
+    pub fn is_empty(&self) -> bool {
+        *self == Pressure::default()
+    }
+}
+
+/// `avg10` of the `some` or `full` line of a PSI file (`some avg10=1.50 avg60=... total=...`).
+fn psi_avg10(text: &str, kind: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(kind)?.strip_prefix(' '))?
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("avg10="))?
+        .parse()
+        .ok()
+}
+
+/// Read and written bytes summed over the devices of an `io.stat` file
+/// (`8:0 rbytes=... wbytes=... rios=...`).
+fn io_bytes(text: &str) -> (u64, u64) {
+    let mut sums = (0u64, 0u64);
+    for field in text.split_whitespace() {
+        if let Some(v) = field.strip_prefix("rbytes=") {
+            sums.0 = sums.0.saturating_add(v.parse().unwrap_or(0));
+        } else if let Some(v) = field.strip_prefix("wbytes=") {
+            sums.1 = sums.1.saturating_add(v.parse().unwrap_or(0));
+        }
+    }
+    sums
+}
+
 /// What one process sample read.
 #[derive(Debug, Clone, Copy)]
 pub struct ProcReading {
@@ -83,6 +127,23 @@ pub struct ProcReading {
 impl Probe {
     fn read(path: &Path) -> Option<String> {
         std::fs::read_to_string(path).ok()
+    }
+
+    /// The task cgroup's pressure and I/O (cgroup v2; all `None` elsewhere).
+    pub fn task_pressure(&self, task_id: &str) -> Pressure {
+        let dir = self.cgroup_root.join("hearth").join(task_id);
+        let cpu = Self::read(&dir.join("cpu.pressure"));
+        let memory = Self::read(&dir.join("memory.pressure"));
+        let io = Self::read(&dir.join("io.pressure"));
+        let stat = Self::read(&dir.join("io.stat")).map(|t| io_bytes(&t));
+        Pressure {
+            cpu_some_avg10: cpu.as_deref().and_then(|t| psi_avg10(t, "some")),
+            memory_some_avg10: memory.as_deref().and_then(|t| psi_avg10(t, "some")),
+            memory_full_avg10: memory.as_deref().and_then(|t| psi_avg10(t, "full")),
+            io_some_avg10: io.as_deref().and_then(|t| psi_avg10(t, "some")),
+            io_read_bytes: stat.map(|(r, _)| r),
+            io_write_bytes: stat.map(|(_, w)| w),
+        }
     }
 
     /// The task cgroup's cumulative CPU time and memory usage, if it has a cgroup.
@@ -190,6 +251,40 @@ mod tests {
     use super::*;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    #[test]
+    fn v2_pressure_and_io_are_read_and_absent_files_give_none() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let probe = Probe {
+            cgroup_root: dir.path().to_path_buf(),
+            proc_root: dir.path().join("proc"),
+        };
+        assert!(probe.task_pressure("t1").is_empty(), "no cgroup: nothing");
+        let cg = dir.path().join("hearth/t1");
+        std::fs::create_dir_all(&cg)?;
+        std::fs::write(
+            cg.join("cpu.pressure"),
+            "some avg10=12.50 avg60=3.00 avg300=1.00 total=123\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+        )?;
+        std::fs::write(
+            cg.join("memory.pressure"),
+            "some avg10=4.25 avg60=0.00 avg300=0.00 total=9\nfull avg10=1.75 avg60=0.00 avg300=0.00 total=3\n",
+        )?;
+        std::fs::write(
+            cg.join("io.stat"),
+            "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n253:1 rbytes=1000 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n",
+        )?;
+        let p = probe.task_pressure("t1");
+        assert_eq!(p.cpu_some_avg10, Some(12.5));
+        assert_eq!(p.memory_some_avg10, Some(4.25));
+        assert_eq!(p.memory_full_avg10, Some(1.75));
+        assert_eq!(p.io_some_avg10, None, "no io.pressure file");
+        assert_eq!(
+            (p.io_read_bytes, p.io_write_bytes),
+            (Some(5096), Some(8192))
+        );
+        Ok(())
+    }
 
     #[test]
     fn v1_cgroup_files_give_cpu_and_memory() -> TestResult {

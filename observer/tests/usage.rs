@@ -93,3 +93,48 @@ async fn task_cpu_rate_and_memory_come_from_its_cgroup() -> TestResult {
     );
     Ok(())
 }
+
+/// On cgroup v2, the task's pressure (PSI) and I/O bytes are sampled with its usage and shown in
+/// the task JSON, on the task page and in `/metrics`.
+#[tokio::test]
+async fn v2_pressure_and_io_are_shown_in_json_page_and_metrics() -> TestResult {
+    let fx = Fixture::new()?;
+    fx.write_task(&TaskSpec::simple("psi", true, 1))?;
+    let cg = fx.dir.path().join("no-cgroups/hearth/psi");
+    std::fs::create_dir_all(&cg)?;
+    std::fs::write(cg.join("cpu.stat"), "usage_usec 1000\n")?;
+    std::fs::write(cg.join("memory.current"), "4096\n")?;
+    std::fs::write(
+        cg.join("cpu.pressure"),
+        "some avg10=7.25 avg60=1.00 avg300=0.50 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+    )?;
+    std::fs::write(
+        cg.join("memory.pressure"),
+        "some avg10=2.00 avg60=0.00 avg300=0.00 total=1\nfull avg10=0.50 avg60=0.00 avg300=0.00 total=1\n",
+    )?;
+    std::fs::write(
+        cg.join("io.stat"),
+        "8:0 rbytes=2048 wbytes=1024 rios=1 wios=1\n",
+    )?;
+    let obs = fx.observer()?;
+    obs.sample();
+    let app = app(obs);
+    let (_, v) = get_json(&app, "/j/task/psi").await?;
+    let p = &v["psi"]["pressure"];
+    assert_eq!(p["cpu_some_avg10"], 7.25, "{v}");
+    assert_eq!(p["memory_full_avg10"], 0.5, "{v}");
+    assert_eq!(p["io_read_bytes"], 2048, "{v}");
+    let (_, _, page) = common::get(&app, "/task/psi").await?;
+    assert!(
+        page.contains("Pressure (10 s)") && page.contains("7.25 %"),
+        "{page}"
+    );
+    let (_, _, metrics) = common::get(&app, "/metrics").await?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "hearth_task_cpu_pressure_some_avg10{task_id=\"psi\"} 7.25"),
+        "{metrics}"
+    );
+    Ok(())
+}
