@@ -720,6 +720,77 @@ fn must(program: &str, args: &[&str]) {
     }
 }
 
+/// A test mount, lazily unmounted when the test ends, however it ends.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Start `hearth run` for a task whose checkpoint root is a test file system: the sandbox
+/// beside the root (on another file system), no cgroups, status reports to `scheduler`; stdout
+/// dropped, stderr to the file whose path is returned.
+fn run_reporting(
+    env: &Env,
+    cfg: &Path,
+    id: &str,
+    scheduler: &str,
+) -> Result<(std::process::Child, std::path::PathBuf), Box<dyn std::error::Error>> {
+    let sandbox = env.root().with_file_name("sandbox");
+    let stderr_path = env.root().with_file_name("executor.stderr");
+    let exec = env
+        .run_cmd(
+            cfg,
+            id,
+            &[
+                "--sandbox",
+                sandbox.to_str().ok_or("sandbox path")?,
+                "--no-cgroups",
+                "--scheduler",
+                scheduler,
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path)?)
+        .spawn()?;
+    Ok((exec, stderr_path))
+}
+
+/// `hearth kill` the task, wait for its executor to end with exit 3 (killed), and return the
+/// replay of its stream, which must end cleanly with the task KILLED.
+fn kill_to_a_clean_stream(
+    env: &Env,
+    id: &str,
+    exec: &mut std::process::Child,
+    stderr: &dyn Fn() -> String,
+) -> Result<hearth_checkpoints::replay::TaskReplay, Box<dyn std::error::Error>> {
+    let k = env.kill(id);
+    assert!(k.status.success(), "{}", show(&k));
+    let mut status = None;
+    wait_until("the executor to end", Duration::from_secs(30), || {
+        status = exec.try_wait().ok().flatten();
+        status.is_some()
+    })
+    .unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(3), "{}", stderr());
+    let replayed = hearth_checkpoints::stream::replay_path(
+        &env.root().join("checkpoints").join(id).join("runner"),
+    )?;
+    assert_eq!(
+        replayed.end,
+        hearth_checkpoints::stream::StreamEnd::Clean,
+        "{}",
+        stderr()
+    );
+    assert_eq!(replayed.replay.state(), TaskState::Killed);
+    Ok(replayed.replay)
+}
+
 /// Regression (the same for a read-only remount): the checkpoint root is an ext4 file system
 /// mounted `errors=remount-ro`; mid-task the kernel is told of a file-system error
 /// (`/sys/fs/ext4/<dev>/trigger_fs_error`), aborts the journal and remounts it read-only, as it
@@ -734,7 +805,6 @@ fn must(program: &str, args: &[&str]) {
             misses runs the executor counts as written; run with --run-ignored"]
 fn read_only_remount_regression_the_executor_waits_until_the_disk_is_writable_again() -> TestResult
 {
-    use std::process::Stdio;
     if !common::have_root("read_only_remount_regression") {
         return Ok(());
     }
@@ -746,15 +816,6 @@ fn read_only_remount_regression_the_executor_waits_until_the_disk_is_writable_ag
     must("truncate", &["-s", "64M", image_s]);
     must("mkfs.ext4", &["-q", "-F", image_s]);
     must("mount", &["-o", "loop,errors=remount-ro", image_s, root_s]);
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
     let _unmount = Unmount(root.clone());
     let device = std::process::Command::new("findmnt")
         .args(["-n", "-o", "SOURCE", root_s])
@@ -766,7 +827,6 @@ fn read_only_remount_regression_the_executor_waits_until_the_disk_is_writable_ag
     assert!(sysfs.exists(), "{} is missing", sysfs.display());
 
     let (rt, store, scheduler) = status_receiver()?;
-    let sandbox = env.root().with_file_name("sandbox");
     // The churn fails over and over (each run a few records) until told to settle.
     let settle = env.root().with_file_name("settle");
     let cfg = env.task(
@@ -782,22 +842,7 @@ fn read_only_remount_regression_the_executor_waits_until_the_disk_is_writable_ag
         json!({"finalization_wait": 5}),
     );
     let id = "ro";
-    let stderr_path = env.root().with_file_name("executor.stderr");
-    let mut exec = env
-        .run_cmd(
-            &cfg,
-            id,
-            &[
-                "--sandbox",
-                sandbox.to_str().unwrap(),
-                "--no-cgroups",
-                "--scheduler",
-                &scheduler,
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path)?)
-        .spawn()?;
+    let (mut exec, stderr_path) = run_reporting(&env, &cfg, id, &scheduler)?;
     let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
     wait_until("a few runs of the churn", Duration::from_secs(60), || {
         env.try_replay(id)
@@ -898,25 +943,7 @@ fn read_only_remount_regression_the_executor_waits_until_the_disk_is_writable_ag
         "the executor exited: {}",
         stderr()
     );
-    let k = env.kill(id);
-    assert!(k.status.success(), "{}", show(&k));
-    let mut status = None;
-    wait_until("the executor to end", Duration::from_secs(30), || {
-        status = exec.try_wait().ok().flatten();
-        status.is_some()
-    })
-    .unwrap();
-    assert_eq!(status.and_then(|s| s.code()), Some(3), "{}", stderr());
-    let replayed =
-        hearth_checkpoints::stream::replay_path(&root.join("checkpoints").join(id).join("runner"))?;
-    assert_eq!(
-        replayed.end,
-        hearth_checkpoints::stream::StreamEnd::Clean,
-        "{}",
-        stderr()
-    );
-    let r = replayed.replay;
-    assert_eq!(r.state(), TaskState::Killed);
+    let r = kill_to_a_clean_stream(&env, id, &mut exec, &stderr)?;
     let churn = runs(&r, "churn");
     // Every run is there, numbered without a gap; none is LOST: all failed but the last, which
     // the kill ended.
@@ -940,36 +967,15 @@ fn read_only_remount_regression_the_executor_waits_until_the_disk_is_writable_ag
 /// file system is enlarged the task carries on and the stream is complete and valid.
 #[test]
 fn full_disk_regression_the_executor_waits_out_a_full_checkpoint_disk() -> TestResult {
-    use std::process::Stdio;
     if !common::have_root("full_disk_regression") {
         return Ok(());
     }
     let env = Env::new();
     let root = env.root();
     std::fs::create_dir_all(&root)?;
-    let mount = |args: &[&str]| {
-        let st = std::process::Command::new("mount").args(args).status();
-        assert!(st.is_ok_and(|s| s.success()), "mount {args:?}");
-    };
-    mount(&[
-        "-t",
-        "tmpfs",
-        "-o",
-        "size=64k",
-        "tmpfs",
-        root.to_str().unwrap(),
-    ]);
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
+    let root_s = root.to_str().unwrap();
+    must("mount", &["-t", "tmpfs", "-o", "size=64k", "tmpfs", root_s]);
     let _unmount = Unmount(root.clone());
-    let sandbox = env.root().with_file_name("sandbox");
     let cfg = env.task(
         "fill",
         json!([
@@ -981,22 +987,7 @@ fn full_disk_regression_the_executor_waits_out_a_full_checkpoint_disk() -> TestR
     );
     let id = "fill";
     let (rt, store, scheduler) = status_receiver()?;
-    let stderr_path = env.root().with_file_name("executor.stderr");
-    let mut exec = env
-        .run_cmd(
-            &cfg,
-            id,
-            &[
-                "--sandbox",
-                sandbox.to_str().unwrap(),
-                "--no-cgroups",
-                "--scheduler",
-                &scheduler,
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path)?)
-        .spawn()?;
+    let (mut exec, stderr_path) = run_reporting(&env, &cfg, id, &scheduler)?;
     let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
     let condition = || {
         let out = common::hearth()
@@ -1057,7 +1048,7 @@ fn full_disk_regression_the_executor_waits_out_a_full_checkpoint_disk() -> TestR
         "the executor exited: {}",
         stderr()
     );
-    mount(&["-o", "remount,size=16m", root.to_str().unwrap()]);
+    must("mount", &["-o", "remount,size=16m", root_s]);
     wait_until("the churn to settle", Duration::from_secs(60), || {
         env.try_replay(id).is_some_and(|r| {
             runs(&r, "churn")
@@ -1079,25 +1070,7 @@ fn full_disk_regression_the_executor_waits_out_a_full_checkpoint_disk() -> TestR
                 .is_some_and(|c| c.condition.is_none())
     })
     .unwrap();
-    let k = env.kill(id);
-    assert!(k.status.success(), "{}", show(&k));
-    let mut status = None;
-    wait_until("the executor to end", Duration::from_secs(30), || {
-        status = exec.try_wait().ok().flatten();
-        status.is_some()
-    })
-    .unwrap();
-    assert_eq!(status.and_then(|s| s.code()), Some(3), "{}", stderr());
-    let replayed =
-        hearth_checkpoints::stream::replay_path(&root.join("checkpoints").join(id).join("runner"))?;
-    assert_eq!(
-        replayed.end,
-        hearth_checkpoints::stream::StreamEnd::Clean,
-        "{}",
-        stderr()
-    );
-    let r = replayed.replay;
-    assert_eq!(r.state(), TaskState::Killed);
+    let r = kill_to_a_clean_stream(&env, id, &mut exec, &stderr)?;
     let churn = runs(&r, "churn");
     assert_eq!(churn.len(), 301);
     assert!(churn[..300].iter().all(|x| x.state == P::Failed));
