@@ -496,24 +496,17 @@ fn a_keeper_killed_under_the_executor_is_named_with_its_signal() -> TestResult {
         json!({}),
     );
     let exec = env.spawn(&cfg, "keeperdies", &["--no-cgroups"]);
-    wait_until("p to run", Duration::from_secs(30), || {
-        env.try_replay("keeperdies").is_some_and(|r| {
+    // The keeper's pid is in the RUNNING record (its coordinator pid).
+    let mut keeper = None;
+    let running = wait_until("p to run", Duration::from_secs(30), || {
+        keeper = env.try_replay("keeperdies").and_then(|r| {
             runs(&r, "p")
                 .last()
-                .is_some_and(|x| x.state == ProcessState::Running)
-        })
-    })
-    .unwrap();
-    // The keeper is the executor's child named `hearth-keeper <task id>`.
-    let pid = exec.id();
-    let keeper = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|c| c.parse::<i32>().ok())
-        .find(|c| {
-            std::fs::read_to_string(format!("/proc/{c}/cmdline"))
-                .is_ok_and(|t| t.starts_with("hearth-keeper"))
+                .filter(|x| x.state == ProcessState::Running)
+                .and_then(|x| x.coordinator_pid)
         });
+        keeper.is_some()
+    });
     if let Some(k) = keeper {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(k),
@@ -521,7 +514,8 @@ fn a_keeper_killed_under_the_executor_is_named_with_its_signal() -> TestResult {
         );
     }
     let out = wait_output(exec, Duration::from_secs(30));
-    let keeper = keeper.ok_or("the executor had no keeper child")?;
+    running.unwrap();
+    let keeper = keeper.ok_or("no keeper pid recorded")?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{}", show(&out));
     assert!(
