@@ -71,9 +71,9 @@ pub enum PrepareError {
     /// A start failed after creating the task's cgroup, and removing the cgroup failed too.
     #[error(
         "{}; and its cgroup {} could not be removed: {}",
-        with_causes(failure),
+        crate::error_chain(failure.as_ref()),
         cgroup.display(),
-        with_causes(cleanup)
+        crate::error_chain(cleanup)
     )]
     CgroupLeft {
         failure: Box<PrepareError>,
@@ -111,21 +111,6 @@ impl PrepareError {
             _ => 1,
         }
     }
-}
-
-/// An error and its causes, `: `-separated (for an error that reports two: each with its own).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !s.ends_with(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cause = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
