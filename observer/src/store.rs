@@ -542,13 +542,13 @@ impl Observer {
         for cell in active {
             let sandbox = self.sandbox(&cell);
             let mut d = cell.lock();
-            if let Some((reading, ram)) = probe.task_cgroup(&cell.task_id) {
+            if let Some(sample) = probe.task_cgroup(&cell.task_id) {
                 if let Some(prev) = d.last_cpu {
-                    d.usage.cpu = reading.rate_since(&prev);
+                    d.usage.cpu = sample.cpu.rate_since(&prev);
                 }
-                d.last_cpu = Some(reading);
-                d.usage.ram = ram;
-                d.pressure = probe.task_pressure(&cell.task_id);
+                d.last_cpu = Some(sample.cpu);
+                d.usage.ram = sample.ram;
+                d.pressure = sample.pressure;
             }
             // Running processes, from the replay.
             let running: Vec<(String, i32, Option<i64>)> = d

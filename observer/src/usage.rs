@@ -116,6 +116,14 @@ fn io_bytes(text: &str) -> (u64, u64) {
     sums
 }
 
+/// What one sample of a task's cgroup read.
+#[derive(Debug, Clone, Copy)]
+pub struct CgroupSample {
+    pub cpu: CpuReading,
+    pub ram: Option<u64>,
+    pub pressure: Pressure,
+}
+
 /// What one process sample read.
 #[derive(Debug, Clone, Copy)]
 pub struct ProcReading {
@@ -146,8 +154,9 @@ impl Probe {
         }
     }
 
-    /// The task cgroup's cumulative CPU time and memory usage, if it has a cgroup.
-    pub fn task_cgroup(&self, task_id: &str) -> Option<(CpuReading, Option<u64>)> {
+    /// The task cgroup's cumulative CPU time and memory usage, if it has a cgroup, and on v2 its
+    /// pressure and I/O (on v1 there are none to read).
+    pub fn task_cgroup(&self, task_id: &str) -> Option<CgroupSample> {
         let at = Instant::now();
         let v2 = self.cgroup_root.join("hearth").join(task_id);
         if let Some(stat) = Self::read(&v2.join("cpu.stat")) {
@@ -156,13 +165,14 @@ impl Probe {
                 .find_map(|l| l.strip_prefix("usage_usec "))
                 .and_then(|v| v.trim().parse::<u64>().ok())?;
             let mem = Self::read(&v2.join("memory.current")).and_then(|s| s.trim().parse().ok());
-            return Some((
-                CpuReading {
+            return Some(CgroupSample {
+                cpu: CpuReading {
                     cpu_ns: usec.saturating_mul(1000),
                     at,
                 },
-                mem,
-            ));
+                ram: mem,
+                pressure: self.task_pressure(task_id),
+            });
         }
         let ns = ["cpuacct", "cpu,cpuacct", "cpuacct,cpu", "cpu"]
             .iter()
@@ -184,7 +194,11 @@ impl Probe {
                 .join("memory.usage_in_bytes"),
         )
         .and_then(|s| s.trim().parse().ok());
-        Some((CpuReading { cpu_ns: ns, at }, mem))
+        Some(CgroupSample {
+            cpu: CpuReading { cpu_ns: ns, at },
+            ram: mem,
+            pressure: Pressure::default(),
+        })
     }
 
     /// One process's cumulative CPU time, RSS and start time, from `/proc/<pid>`.
@@ -299,9 +313,9 @@ mod tests {
             cgroup_root: dir.path().to_owned(),
             proc_root: dir.path().join("proc"),
         };
-        let (reading, ram) = probe.task_cgroup("t1").ok_or("no cgroup read")?;
-        assert_eq!(reading.cpu_ns, 2_500_000_000);
-        assert_eq!(ram, Some(1_048_576));
+        let sample = probe.task_cgroup("t1").ok_or("no cgroup read")?;
+        assert_eq!(sample.cpu.cpu_ns, 2_500_000_000);
+        assert_eq!(sample.ram, Some(1_048_576));
         assert!(probe.task_cgroup("other").is_none());
         Ok(())
     }
@@ -320,9 +334,9 @@ mod tests {
             cgroup_root: dir.path().to_owned(),
             proc_root: dir.path().join("proc"),
         };
-        let (reading, ram) = probe.task_cgroup("t2").ok_or("no cgroup read")?;
-        assert_eq!(reading.cpu_ns, 1_500_000);
-        assert_eq!(ram, Some(4096));
+        let sample = probe.task_cgroup("t2").ok_or("no cgroup read")?;
+        assert_eq!(sample.cpu.cpu_ns, 1_500_000);
+        assert_eq!(sample.ram, Some(4096));
         Ok(())
     }
 
