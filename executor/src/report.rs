@@ -169,7 +169,6 @@ pub enum ReportEvent {
 pub struct Reporter {
     tx: mpsc::UnboundedSender<StatusUpdate>,
     handle: JoinHandle<()>,
-    task_id: Option<String>,
     condition: watch::Sender<Option<ExecutorCondition>>,
     condition_handle: JoinHandle<()>,
 }
@@ -229,27 +228,20 @@ impl Reporter {
         let reporter = Reporter {
             tx,
             handle,
-            task_id: None,
             condition,
             condition_handle,
         };
         Ok((reporter, events))
     }
 
-    /// Name the task whose condition [`set_condition`](Self::set_condition) reports.
-    pub fn for_task(mut self, task_id: &str) -> Reporter {
-        self.task_id = Some(task_id.to_owned());
-        self
-    }
-
-    /// Report the task's live condition (`Some(text)`: what is wrong, since `since_ms`; `None`:
+    /// Report task `task_id`'s live condition (`Some(text)`: what is wrong, since `since_ms`; `None`:
     /// all is well again), outside the sequence of updates and without a record. The latest
     /// value wins, and setting the same value again sends nothing; see
     /// [`hearth_scheduler::api::ExecutorCondition`].
-    pub fn set_condition(&self, condition: Option<(String, i64)>) {
+    pub fn set_condition(&self, task_id: &str, condition: Option<(String, i64)>) {
         let (text, since_ms) = condition.unzip();
         let next = ExecutorCondition {
-            task_id: self.task_id.clone().unwrap_or_default(),
+            task_id: task_id.to_owned(),
             condition: text,
             since_ms,
         };

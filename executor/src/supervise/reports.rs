@@ -74,7 +74,6 @@ impl Reports {
     ) -> Reports {
         let reporter = scheduler.and_then(|url| {
             Reporter::start_with_token(url, token, crate::report::Backoff::default())
-                .map(|(reporter, events)| (reporter.for_task(task_id), events))
                 .map_err(|e| tracing::warn!("status reports disabled: {e}"))
                 .ok()
         });
@@ -115,7 +114,7 @@ impl Reports {
     /// is well again). Without a scheduler, nothing.
     pub fn set_condition(&self, condition: Option<(String, i64)>) {
         if let Some((reporter, _)) = &self.reporter {
-            reporter.set_condition(condition);
+            reporter.set_condition(&self.task_id, condition);
         }
     }
 
