@@ -1,64 +1,147 @@
 //! `.aurora` configs on the command line: `hearth validate FILE.aurora [--job KEY]`, `hearth run
 //! FILE.aurora --job KEY`, and the configs `hearth job inspect|create|diff KEY FILE` read
-//! (`src/job.rs`). The evaluation itself is `hearth_aurora`'s.
+//! (`src/job.rs`).
+//!
+//! The evaluation runs in another executable, `hearth-aurora` (`src/bin/hearth-aurora.rs`), found
+//! beside `hearth` or else on `PATH`: the evaluator is most of the code there is, and `hearth`
+//! itself is what each task's executor and keeper run for the task's whole life.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 
-use hearth_aurora::{AuroraError, EvalOptions, Evaluated};
 use serde_json::Value;
 
-/// Evaluation options for `--bind NAME=VALUE` arguments; a malformed one is an error naming it.
-pub fn eval_options(binds: &[String]) -> Result<EvalOptions, AuroraError> {
-    let binds = binds
-        .iter()
-        .map(|b| hearth_aurora::parse_bind(b))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(EvalOptions {
-        binds,
-        user: invoking_user(),
-        ..EvalOptions::default()
+/// The name of the evaluator's executable.
+const EVALUATOR: &str = "hearth-aurora";
+
+/// One job of an evaluated file: its key, and its Aurora job JSON or why it cannot be used.
+#[derive(Debug)]
+pub struct EvaluatedJob {
+    pub key: String,
+    pub json: Result<Value, String>,
+}
+
+/// Where the evaluator is: beside this executable (how both are built and installed), else on
+/// `PATH`.
+fn evaluator() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name(EVALUATOR))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(EVALUATOR))
+}
+
+/// Evaluate `path` with `--bind NAME=VALUE` arguments: every job of the file, or only `job`. The
+/// error is what to tell the user: the file's, a bind's or the key's problem, or why the
+/// evaluator could not be run.
+pub fn evaluate(
+    path: &Path,
+    job: Option<&str>,
+    binds: &[String],
+) -> Result<Vec<EvaluatedJob>, String> {
+    let program = evaluator();
+    let mut cmd = Command::new(&program);
+    cmd.arg(path);
+    if let Some(key) = job {
+        cmd.arg("--job").arg(key);
+    }
+    for bind in binds {
+        cmd.arg("--bind").arg(bind);
+    }
+    let out = cmd.output().map_err(|e| {
+        format!(
+            "{}: .aurora configs are evaluated by {EVALUATOR}, which could not be run ({}: {e}); \
+             it is built and installed with hearth (`cargo build --release` builds both)",
+            path.display(),
+            program.display()
+        )
+    })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = stderr.trim();
+        return Err(match out.status.code() {
+            Some(2) if !stderr.is_empty() => stderr.to_owned(),
+            _ => format!(
+                "{}: {} failed ({}){}{stderr}",
+                path.display(),
+                program.display(),
+                out.status,
+                if stderr.is_empty() { "" } else { ": " }
+            ),
+        });
+    }
+    parse_output(&out.stdout).map_err(|why| {
+        format!(
+            "{}: {} printed what hearth cannot read ({why}); are both from the same build?",
+            path.display(),
+            program.display()
+        )
     })
 }
 
-/// The name of the user running `hearth`, for `getpass.getuser()` when no variable names one.
-fn invoking_user() -> Option<String> {
-    nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
+/// The evaluator's stdout: `{"hearth_aurora": VERSION, "jobs": [{"key", "json" | "error"}...]}`.
+fn parse_output(stdout: &[u8]) -> Result<Vec<EvaluatedJob>, String> {
+    let value: Value = serde_json::from_slice(stdout).map_err(|e| e.to_string())?;
+    let version = value.get("hearth_aurora").and_then(Value::as_str);
+    if version != Some(env!("CARGO_PKG_VERSION")) {
+        return Err(format!(
+            "version {}, this hearth is {}",
+            version.unwrap_or("unknown"),
+            env!("CARGO_PKG_VERSION")
+        ));
+    }
+    let jobs = value
+        .get("jobs")
+        .and_then(Value::as_array)
+        .ok_or("no \"jobs\" list")?;
+    jobs.iter()
+        .map(|job| {
+            let key = job
+                .get("key")
+                .and_then(Value::as_str)
+                .ok_or("a job without a \"key\"")?
+                .to_owned();
+            let json = match (job.get("json"), job.get("error").and_then(Value::as_str)) {
+                (Some(json), None) => Ok(json.clone()),
+                (None, Some(error)) => Err(error.to_owned()),
+                _ => return Err(format!("job {key}: neither \"json\" nor \"error\"")),
+            };
+            Ok(EvaluatedJob { key, json })
+        })
+        .collect()
+}
+
+/// Whether a path names a `.aurora` config (rather than JSON).
+pub fn is_aurora_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "aurora")
 }
 
 /// Evaluate `path` and return the Aurora job JSON of the job `key`.
-pub fn job_json(path: &Path, key: &str, binds: &[String]) -> Result<Value, AuroraError> {
-    let evaluated = hearth_aurora::evaluate(path, &eval_options(binds)?)?;
-    evaluated.job_json(key).cloned()
+pub fn job_json(path: &Path, key: &str, binds: &[String]) -> Result<Value, String> {
+    let mut jobs = evaluate(path, Some(key), binds)?;
+    match jobs.pop() {
+        Some(job) if jobs.is_empty() => job.json,
+        _ => Err(format!(
+            "{}: {EVALUATOR} did not return exactly the job {key}",
+            path.display()
+        )),
+    }
 }
 
 /// `hearth validate FILE.aurora [--job KEY] [--bind N=V]...`: every job of the file (or the one
 /// named), each checked as `hearth run` would check it. Exit 2 when any fails.
 pub fn validate(path: &Path, job: Option<&str>, binds: &[String], json: bool) -> ExitCode {
-    let evaluated = match eval_options(binds).and_then(|o| hearth_aurora::evaluate(path, &o)) {
-        Ok(e) => e,
+    let jobs = match evaluate(path, job, binds) {
+        Ok(jobs) => jobs,
         Err(e) => {
             eprintln!("hearth: {e}");
             return ExitCode::from(2);
         }
     };
-    let keys: Vec<String> = match job {
-        Some(key) => match evaluated.select_job(key) {
-            Ok(j) => vec![j.key.to_string()],
-            Err(e) => {
-                eprintln!("hearth: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => evaluated.keys(),
-    };
     let mut failed = false;
     let mut report = Vec::new();
-    for key in &keys {
-        let outcome = check_job(&evaluated, key);
+    for EvaluatedJob { key, json: value } in &jobs {
+        let outcome = check_job(value);
         failed |= outcome.is_err();
         if json {
             report.push(match &outcome {
@@ -82,9 +165,9 @@ pub fn validate(path: &Path, job: Option<&str>, binds: &[String], json: bool) ->
     }
 }
 
-/// Whether the job `key` of `evaluated` would run: evaluated without error, and its task valid.
-fn check_job(evaluated: &Evaluated, key: &str) -> Result<(), String> {
-    let value = evaluated.job_json(key).map_err(|e| e.to_string())?;
+/// Whether a job would run: evaluated without error, and its task valid.
+fn check_job(value: &Result<Value, String>) -> Result<(), String> {
+    let value = value.as_ref().map_err(Clone::clone)?;
     hearth_checkpoints::config::parse(&value.to_string())
         .map(|_| ())
         .map_err(|e| e.to_string())
@@ -99,7 +182,7 @@ pub struct Materialized {
 
 impl Materialized {
     pub fn new(aurora: &Path, key: &str, binds: &[String]) -> Result<Materialized, String> {
-        let value = job_json(aurora, key, binds).map_err(|e| e.to_string())?;
+        let value = job_json(aurora, key, binds)?;
         let safe: String = key
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })

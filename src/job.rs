@@ -210,9 +210,8 @@ fn dispatch(cmd: JobCommand) -> anyhow::Result<ExitCode> {
 /// Read the job `key` from a config: an Aurora job JSON, or an `.aurora` file evaluated with
 /// `binds` (`--bind NAME=VALUE`). The task part is validated as `hearth run` would.
 pub fn load_job_config(path: &Path, key: &JobKey, binds: &[String]) -> anyhow::Result<Value> {
-    let value = if hearth_aurora::is_aurora_file(path) {
-        crate::aurora_cmd::job_json(path, &key.to_string(), binds)
-            .map_err(|e| UsageError(e.to_string()))?
+    let value = if crate::aurora_cmd::is_aurora_file(path) {
+        crate::aurora_cmd::job_json(path, &key.to_string(), binds).map_err(UsageError)?
     } else {
         if !binds.is_empty() {
             return Err(UsageError(format!(
@@ -250,13 +249,13 @@ pub fn load_job_config(path: &Path, key: &JobKey, binds: &[String]) -> anyhow::R
 
 /// `job inspect KEY CONFIG`: the job as read from a file, without a scheduler.
 fn inspect_file(key: &JobKey, path: &Path, binds: &[String], json: bool) -> anyhow::Result<()> {
-    if hearth_aurora::is_aurora_file(path) {
-        let value = crate::aurora_cmd::job_json(path, &key.to_string(), binds)
-            .map_err(|e| UsageError(e.to_string()))?;
+    if crate::aurora_cmd::is_aurora_file(path) {
+        let value =
+            crate::aurora_cmd::job_json(path, &key.to_string(), binds).map_err(UsageError)?;
         if json {
             return output::print_json(&value);
         }
-        print!("{}", hearth_aurora::render_inspect(&value));
+        print!("{}", crate::job_view::render_inspect(&value));
         return Ok(());
     }
     let mut value = load_job_config(path, key, binds)?;
@@ -264,7 +263,7 @@ fn inspect_file(key: &JobKey, path: &Path, binds: &[String], json: bool) -> anyh
     if json {
         output::print_json(&value)
     } else {
-        print!("{}", hearth_aurora::render_inspect(&value));
+        print!("{}", crate::job_view::render_inspect(&value));
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ mod client;
 mod dev;
 mod host;
 mod job;
+mod job_view;
 mod output;
 mod sched_cmd;
 mod server;
@@ -253,7 +254,7 @@ fn main() -> ExitCode {
             job,
             binds,
         } => {
-            if hearth_aurora::is_aurora_file(&config) {
+            if aurora_cmd::is_aurora_file(&config) {
                 aurora_cmd::validate(&config, job.as_deref(), &binds, json)
             } else if job.is_some() || !binds.is_empty() {
                 eprintln!(
@@ -360,7 +361,7 @@ fn run_config(
     job: Option<&str>,
     binds: &[String],
 ) -> Result<Option<aurora_cmd::Materialized>, String> {
-    if !hearth_aurora::is_aurora_file(config) {
+    if !aurora_cmd::is_aurora_file(config) {
         if job.is_some() || !binds.is_empty() {
             return Err(format!(
                 "--job and --bind apply to .aurora configs; {} is JSON",
@@ -370,8 +371,13 @@ fn run_config(
         return Ok(None);
     }
     let key = job.ok_or_else(|| {
-        let known = hearth_aurora::evaluate(config, &hearth_aurora::EvalOptions::default())
-            .map(|e| e.keys().join(", "))
+        let known = aurora_cmd::evaluate(config, None, binds)
+            .map(|jobs| {
+                jobs.iter()
+                    .map(|j| j.key.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
             .unwrap_or_default();
         format!(
             "{}: an .aurora config needs --job cluster/role/environment/name (it defines: {known})",

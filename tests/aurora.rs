@@ -258,3 +258,67 @@ fn job_inspect_json_prints_what_the_evaluator_makes_and_validate_accepts_it() ->
     );
     Ok(())
 }
+
+#[test]
+fn job_inspect_shows_job_task_and_processes_like_aurora() -> TestResult {
+    let out = common::hearth()
+        .args(["job", "inspect", "local/www-data/prod/concat"])
+        .arg(data("combine.aurora"))
+        .output()?;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = String::from_utf8(out.stdout)?;
+    assert!(
+        out.starts_with("Job level information\n  name:       'concat'\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  cluster:    'local'\n  instances:  '1'\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Task level information\n  name: 'setup'\n"),
+        "{out}"
+    );
+    assert!(out.contains("  download < unpack\n"), "{out}");
+    assert!(
+        out.contains("Process 'start':\n  cmdline:\n    echo start >> steps\n"),
+        "{out}"
+    );
+    Ok(())
+}
+
+/// `hearth` runs the evaluator as a separate executable, so that what each task's executor and
+/// keeper map stays small: the `hearth` executable carries none of it.
+#[test]
+fn the_hearth_executable_does_not_carry_the_evaluator() -> TestResult {
+    let hearth = std::fs::read(env!("CARGO_BIN_EXE_hearth"))?;
+    let evaluator = std::fs::read(env!("CARGO_BIN_EXE_hearth-aurora"))?;
+    let marker = regex::bytes::Regex::new("starlark-")?;
+    let carries = |bin: &[u8]| marker.is_match(bin);
+    assert!(
+        carries(&evaluator),
+        "the marker must name the evaluator's code"
+    );
+    assert!(!carries(&hearth), "hearth links the Starlark evaluator");
+    Ok(())
+}
+
+/// Without the evaluator beside it or on `PATH`, reading an `.aurora` file says what is missing.
+#[test]
+fn a_missing_evaluator_is_named_in_the_error() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let alone = dir.path().join("hearth");
+    std::fs::copy(env!("CARGO_BIN_EXE_hearth"), &alone)?;
+    let out = std::process::Command::new(&alone)
+        .env("PATH", dir.path())
+        .arg("validate")
+        .arg(data("combine.aurora"))
+        .output()?;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hearth-aurora") && err.contains("could not be run"),
+        "{err}"
+    );
+    Ok(())
+}

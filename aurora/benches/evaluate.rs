@@ -1,9 +1,9 @@
 //! How long evaluating `.aurora` files takes: a typical file (one job, a few processes) and a
 //! file with 1,000 jobs, in process (median of several runs) and as a whole process (start,
-//! evaluate every job, print, exit) when the `aurora_eval` example has been built.
+//! evaluate every job, print, exit) when `hearth-aurora` has been built.
 //!
 //! ```text
-//! cargo build --release -p hearth-aurora --example aurora_eval
+//! cargo build --release --bin hearth-aurora
 //! cargo bench -p hearth-aurora --bench evaluate
 //! ```
 //!
@@ -147,12 +147,12 @@ fn main() {
         "in process   1,000 jobs:                   {:>10.2?}",
         in_process(&thousand_path, 1000)
     );
-    // The example binary next to this bench's directory (target/<profile>/examples).
+    // The evaluator's executable, `hearth-aurora`, in this bench's profile directory.
     let bin: Option<PathBuf> = std::env::current_exe().ok().and_then(|exe| {
         let profile_dir = exe.parent()?.parent()?.to_path_buf();
         let candidates = [
-            profile_dir.join("examples/aurora_eval"),
-            profile_dir.parent()?.join("release/examples/aurora_eval"),
+            profile_dir.join("hearth-aurora"),
+            profile_dir.parent()?.join("release/hearth-aurora"),
         ];
         candidates.into_iter().find(|p| p.exists())
     });
@@ -170,7 +170,7 @@ fn main() {
         }
         None => println!(
             "process      skipped: build it first with \
-             `cargo build --release -p hearth-aurora --example aurora_eval`"
+             `cargo build --release --bin hearth-aurora`"
         ),
     }
     if let Some(hearth) = std::env::var_os("HEARTH_BIN").map(PathBuf::from) {

@@ -24,7 +24,6 @@
 
 mod error;
 mod format;
-mod inspect;
 pub mod pystachio;
 pub mod rewrite;
 pub mod schema;
@@ -45,7 +44,6 @@ use starlark::eval::Evaluator;
 use starlark::syntax::{AstModule, Dialect};
 
 pub use error::{AuroraError, JobError, Location, Problem};
-pub use inspect::render_inspect;
 use pystachio::{Ctx, Env, EnvVal, Kind, Obj, Raw, Ref};
 use rewrite::Chunk;
 pub use values::EnvGetter;
@@ -199,11 +197,6 @@ pub fn select_job<'a>(evaluated: &'a Evaluated, key: &str) -> Result<&'a Job, Au
             count: many.len(),
         }),
     }
-}
-
-/// Whether a path names a `.aurora` config (rather than JSON).
-pub fn is_aurora_file(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "aurora")
 }
 
 /// Evaluate a `.aurora` file: its jobs, each as Aurora job JSON or the reason it cannot be used.

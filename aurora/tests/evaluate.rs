@@ -360,35 +360,6 @@ fn an_unknown_key_lists_the_keys_the_file_defines() {
 }
 
 #[test]
-fn inspect_shows_job_task_and_processes_like_aurora() {
-    let e = eval("combine.aurora");
-    let out = hearth_aurora::render_inspect(&job(&e, "local/www-data/prod/concat"));
-    assert!(
-        out.starts_with("Job level information\n  name:       'concat'\n"),
-        "{out}"
-    );
-    assert!(
-        out.contains("  cluster:    'local'\n  instances:  '1'\n"),
-        "{out}"
-    );
-    assert!(
-        out.contains("Task level information\n  name: 'setup'\n"),
-        "{out}"
-    );
-    assert!(out.contains("  download < unpack\n"), "{out}");
-    assert!(
-        out.contains("Process 'start':\n  cmdline:\n    echo start >> steps\n"),
-        "{out}"
-    );
-}
-
-fn eval_err(name: &str, o: &EvalOptions) -> (AuroraError, Duration) {
-    let t = Instant::now();
-    let err = evaluate(&data(name), o).unwrap_err();
-    (err, t.elapsed())
-}
-
-#[test]
 fn an_endless_loop_is_stopped_at_the_time_limit() {
     let o = EvalOptions {
         time_limit: Duration::from_millis(500),
@@ -500,4 +471,10 @@ fn unsupported_python_fails_with_file_line_column_and_what_to_write() {
         );
         assert!(text.contains(needle), "{file}: {text}");
     }
+}
+
+fn eval_err(name: &str, o: &EvalOptions) -> (AuroraError, Duration) {
+    let t = Instant::now();
+    let err = evaluate(&data(name), o).unwrap_err();
+    (err, t.elapsed())
 }
