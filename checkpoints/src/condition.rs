@@ -118,8 +118,10 @@ pub struct ConditionFile {
 }
 
 impl ConditionFile {
-    /// Create (or reset) the file in `checkpoint_dir`: [`CONDITION_SIZE`] spaces, synced, so later
-    /// writes need no new space.
+    /// Create (or reset) the file in `checkpoint_dir`: [`CONDITION_SIZE`] spaces, so that later
+    /// writes, in place, need no new space (the file system reserves or allocates the blocks when
+    /// they are first written). Not fsynced: the file is news for readers of a live task, not a
+    /// record, and every start creates it again.
     pub fn create(checkpoint_dir: &Path) -> io::Result<ConditionFile> {
         let path = condition_path(checkpoint_dir);
         let file = OpenOptions::new()
@@ -131,7 +133,6 @@ impl ConditionFile {
         let cf = ConditionFile { file, path };
         cf.write(&[b' '; CONDITION_SIZE])?;
         cf.file.set_len(CONDITION_SIZE as u64)?;
-        cf.file.sync_all()?;
         Ok(cf)
     }
 

@@ -186,6 +186,17 @@ impl CheckpointWriter {
     /// Create a new stream (failing if the file exists) holding the file header and `header`.
     /// The file and its directory are fsynced before this returns, so the header is durable.
     pub fn create(path: &Path, header: &RunnerHeader) -> Result<Self, CheckpointError> {
+        Self::create_with(path, header, &[])
+    }
+
+    /// [`create`](Self::create), with `first` records after the header, all made durable by the
+    /// same fsync of the file (and the one of its directory, which also makes durable whatever
+    /// else was created or renamed in that directory before).
+    pub fn create_with(
+        path: &Path,
+        header: &RunnerHeader,
+        first: &[Record],
+    ) -> Result<Self, CheckpointError> {
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)
@@ -201,6 +212,9 @@ impl CheckpointWriter {
             written: 0,
         };
         w.append(&Record::Header(header.clone()))?;
+        for record in first {
+            w.append(record)?;
+        }
         w.commit()?;
         sync_parent(path)?;
         Ok(w)

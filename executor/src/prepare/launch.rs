@@ -4,7 +4,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{PrepareError, io_err, write_atomic};
+use super::{PrepareError, io_err, replace_file};
 
 /// The options of `hearth run`. Kept (without `config`, which is copied) in
 /// `checkpoints/<task_id>/launch.json` so that `hearth kill` can adopt a task whose executor is gone.
@@ -58,6 +58,7 @@ pub fn read_launch(path: &Path) -> Option<LaunchRecord> {
 }
 
 /// Keep a copy of the config as given and the options of this launch next to the checkpoint.
+/// Their directory is not fsynced here: the runner stream, created next in it, does that.
 pub(super) fn record_launch(
     opts: &RunOptions,
     token_file: Option<&Path>,
@@ -66,7 +67,7 @@ pub(super) fn record_launch(
 ) -> Result<(), PrepareError> {
     let (config_copy, launch) = launch_files(ckpt_dir);
     let raw = std::fs::read(&opts.config).map_err(io_err("read", &opts.config))?;
-    write_atomic(&config_copy, &raw).map_err(io_err("write", &config_copy))?;
+    replace_file(&config_copy, &raw).map_err(io_err("write", &config_copy))?;
     let mut o = RunOptions {
         config: config_copy.clone(),
         task_id: Some(task_id.to_owned()),
@@ -91,7 +92,9 @@ pub(super) fn record_launch(
         path: launch.clone(),
         source: io::Error::other(e),
     })?;
-    write_atomic(&launch, &json).map_err(io_err("write", &launch))
+    replace_file(&launch, &json)
+        .map(|_| ())
+        .map_err(io_err("write", &launch))
 }
 
 #[cfg(test)]

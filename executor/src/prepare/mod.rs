@@ -251,7 +251,9 @@ pub fn prepare_with_token_file(
                 path: runner_path.clone(),
                 source,
             };
-            let mut w = CheckpointWriter::create(&runner_path, &header).map_err(ckpt_err)?;
+            // The launch files first, without fsyncing their directory: the stream's creation
+            // fsyncs it, so whenever the stream is found after a crash, so are they.
+            record_launch(opts, token_file, &ckpt_dir, &task_id)?;
             let mut replay = TaskReplay {
                 header: Some(header.clone()),
                 ..TaskReplay::default()
@@ -274,12 +276,12 @@ pub fn prepare_with_token_file(
                     timestamp_ms: launch_ms,
                 }),
             ];
+            let w =
+                CheckpointWriter::create_with(&runner_path, &header, &first).map_err(ckpt_err)?;
             for record in &first {
-                w.append(record).map_err(ckpt_err)?;
                 // Our own records in the order we write them: they always apply.
                 let _ = replay.apply(record);
             }
-            w.commit().map_err(ckpt_err)?;
             (w, header, replay, false)
         }
     };
@@ -289,9 +291,6 @@ pub fn prepare_with_token_file(
         .map_err(io_err("create log directory", &log_dir))?;
 
     write_task_config(&root, &task_id, &task)?;
-    if !recovering {
-        record_launch(opts, token_file, &ckpt_dir, &task_id)?;
-    }
 
     let (cgroup, cgroup_warning, cgroup_created) = setup_cgroup(opts, &task_id, &task, recovering)?;
 
@@ -558,6 +557,14 @@ fn write_task_config(root: &Root, task_id: &str, task: &TaskConfig) -> Result<()
 
 /// Write a file atomically: temp file, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = replace_file(path, bytes)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Write a file atomically (temp file, fsync, rename) without fsyncing its directory, for a
+/// caller that fsyncs the directory itself after creating the rest of its files; returns the
+/// directory.
+pub fn replace_file<'p>(path: &'p Path, bytes: &[u8]) -> io::Result<&'p Path> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("no parent directory"))?;
@@ -570,7 +577,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
+    Ok(dir)
 }
 
 /// A free TCP port, chosen by the kernel.
