@@ -274,11 +274,20 @@ pub fn settle_task_cgroups(extra_run_args: &[String]) {
     };
     let settled =
         cgroup::detect_host().and_then(|h| delegation::settle_host(&h, explicit.as_deref()));
-    if let Err(e) = settled {
-        tracing::warn!(
+    match settled {
+        Ok(_) => {}
+        Err(
+            e @ (cgroup::CgroupError::NotUsable { .. } | cgroup::CgroupError::NoHierarchy { .. }),
+        ) => {
+            tracing::info!(
+                "cgroups are not usable here ({}): tasks will run without them",
+                hearth_executor::error_chain(&e)
+            );
+        }
+        Err(e) => tracing::warn!(
             "cannot settle where task cgroups go ({}); each executor will try again",
             hearth_executor::error_chain(&e)
-        );
+        ),
     }
 }
 
