@@ -55,7 +55,9 @@
 //! * All calls are blocking file I/O (a few small reads or writes); [`TaskCgroup::remove`] and
 //!   [`TaskCgroup::kill_all`] poll with a short backoff for a bounded time. Call them from
 //!   `tokio::task::spawn_blocking` in async code.
-//! * The memory limit bounds RAM only; swap is not limited (the hosts we target run without swap).
+//! * On v2 a memory limit turns swap off (`memory.swap.max` = 0) unless [`Limits::swap_bytes`]
+//!   allows some; v1 does not limit swap. [`Limits::memory_high_bytes`] (v2 `memory.high`) has no
+//!   v1 equivalent and is refused there.
 //! * The parent directory (`hearth`) is created on demand and never removed: other tasks share it.
 //!   So is a delegated cgroup's `supervisor` leaf (see [`delegation`]).
 //! * A task's processes could create sub-cgroups of their own only if we delegated the directory;
@@ -107,6 +109,12 @@ pub struct Limits {
     pub cpu_cores: Option<f64>,
     /// Maximum number of processes and threads.
     pub pids_max: Option<u64>,
+    /// Swap the task may use on top of `memory_bytes`, in bytes (v2 `memory.swap.max`); 0 = no
+    /// swap. Only with a memory limit. v1 does not limit swap: there this changes nothing.
+    pub swap_bytes: u64,
+    /// A soft memory limit in bytes, at most `memory_bytes` (v2 `memory.high`: above it the
+    /// kernel throttles and reclaims, it does not kill). v2 only: refused on v1.
+    pub memory_high_bytes: Option<u64>,
 }
 
 /// Accounting of one task cgroup.

@@ -53,6 +53,8 @@ const LIMITS: Limits = Limits {
     memory_bytes: Some(64 << 20),
     cpu_cores: Some(0.5),
     pids_max: Some(128),
+    swap_bytes: 0,
+    memory_high_bytes: None,
 };
 
 #[test]
@@ -211,6 +213,107 @@ fn v2_memory_limit_turns_swap_off_where_the_kernel_accounts_it() {
     fs::write(t.join("hearth/t/memory.swap.max"), "max\n").unwrap();
     cg.apply(&Limits::default()).unwrap();
     assert_eq!(read(t.join("hearth/t/memory.swap.max")), "max\n");
+}
+
+#[test]
+fn v2_swap_allowance_and_soft_limit_are_written_and_read_back() {
+    let tmp = TempDir::new().unwrap();
+    let h = v2_tree(&tmp);
+    let cg = TaskCgroup::create(&h, "hearth", "t", &LIMITS).unwrap();
+    let t = tmp.path().join("hearth/t");
+    // The kernel's files, as a fresh cgroup has them.
+    fs::write(t.join("memory.swap.max"), "max\n").unwrap();
+    fs::write(t.join("memory.high"), "max\n").unwrap();
+    let limits = Limits {
+        swap_bytes: 16 << 20,
+        memory_high_bytes: Some(48 << 20),
+        ..LIMITS
+    };
+    cg.apply(&limits).unwrap();
+    assert_eq!(read(t.join("memory.swap.max")), "16777216");
+    assert_eq!(read(t.join("memory.high")), "50331648");
+    assert_eq!(cg.read_limits().unwrap(), limits);
+    // Without a soft limit, memory.high is left as it is.
+    fs::write(t.join("memory.high"), "max\n").unwrap();
+    cg.apply(&LIMITS).unwrap();
+    assert_eq!(read(t.join("memory.high")), "max\n");
+    assert_eq!(read(t.join("memory.swap.max")), "0");
+}
+
+#[test]
+fn swap_without_a_memory_limit_and_a_soft_limit_above_it_are_refused() {
+    let tmp = TempDir::new().unwrap();
+    let h = v2_tree(&tmp);
+    let bad = [
+        (
+            Limits {
+                swap_bytes: 1,
+                ..Limits::default()
+            },
+            "swap_bytes",
+        ),
+        (
+            Limits {
+                memory_high_bytes: Some((64 << 20) + 1),
+                ..LIMITS
+            },
+            "memory_high_bytes",
+        ),
+        (
+            Limits {
+                memory_high_bytes: Some(0),
+                ..LIMITS
+            },
+            "memory_high_bytes",
+        ),
+    ];
+    for (limits, named) in bad {
+        let err = TaskCgroup::create(&h, "hearth", "t", &limits).unwrap_err();
+        assert!(
+            matches!(err, CgroupError::InvalidLimit { field, .. } if field == named),
+            "{limits:?}: {err:?}"
+        );
+        assert!(!tmp.path().join("hearth/t").exists());
+    }
+    // A soft limit alone, or equal to the hard one, is fine.
+    let alone = Limits {
+        memory_high_bytes: Some(1 << 20),
+        ..Limits::default()
+    };
+    TaskCgroup::create(&h, "hearth", "alone", &alone).unwrap();
+    let equal = Limits {
+        memory_high_bytes: LIMITS.memory_bytes,
+        ..LIMITS
+    };
+    TaskCgroup::create(&h, "hearth", "equal", &equal).unwrap();
+}
+
+#[test]
+fn v1_refuses_a_soft_memory_limit_before_creating_anything() {
+    let tmp = TempDir::new().unwrap();
+    let h = v1_tree(&tmp, true);
+    let limits = Limits {
+        memory_high_bytes: Some(32 << 20),
+        ..LIMITS
+    };
+    let err = TaskCgroup::create(&h, "hearth", "t", &limits).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CgroupError::InvalidLimit {
+                field: "memory_high_bytes",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!tmp.path().join("memory/hearth/t").exists());
+    // A swap allowance changes nothing on v1 (it does not limit swap) and is accepted.
+    let swap = Limits {
+        swap_bytes: 1 << 20,
+        ..LIMITS
+    };
+    TaskCgroup::create(&h, "hearth", "t", &swap).unwrap();
 }
 
 #[test]

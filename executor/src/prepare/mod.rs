@@ -416,6 +416,8 @@ fn setup_cgroup(
         memory_bytes: (task.resources.ram > 0).then_some(task.resources.ram),
         cpu_cores: (task.resources.cpu > 0.0).then_some(task.resources.cpu),
         pids_max: Some(TASK_PIDS_MAX),
+        swap_bytes: task.resources.swap,
+        memory_high_bytes: (task.resources.ram_high > 0).then_some(task.resources.ram_high),
     };
     // A recovering task re-attaches to its cgroup. Anything else found under the task's name is
     // a leftover of an earlier run: cleared if it holds no process, refused if it does.
