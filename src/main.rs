@@ -108,9 +108,11 @@ enum Command {
         /// Take over a task whose executor is still alive (it is killed first).
         #[arg(long)]
         force: bool,
-        /// Name of the parent cgroup the task's cgroup is created under.
-        #[arg(long, default_value = "hearth")]
-        cgroup_parent: String,
+        /// The parent cgroup the task's cgroup is created under, relative to the cgroup mount
+        /// root(s) [default: `hearth`, or `<delegated>/hearth` when this runs inside a cgroup
+        /// systemd delegated (cgroup v2, Delegate=yes); see ARCHITECTURE.md].
+        #[arg(long)]
+        cgroup_parent: Option<String>,
         /// Do not use cgroups: process groups and a subreaper only (no limits, no OOM reasons).
         #[arg(long)]
         no_cgroups: bool,
@@ -306,7 +308,7 @@ fn main() -> ExitCode {
                 no_setuid,
                 json,
                 force,
-                cgroup_parent: Some(cgroup_parent),
+                cgroup_parent,
                 no_cgroups,
                 scheduler,
                 kill_on_start: false,

@@ -71,6 +71,8 @@ pub fn run_agent(args: &AgentArgs) -> anyhow::Result<()> {
     }
     cfg.extra_run_args.clone_from(&args.run_args);
     init_tracing();
+    // Before any executor starts (and before the runtime's threads): they inherit our cgroup.
+    hearth_agent::settle_task_cgroups(&cfg.extra_run_args);
     let name = cfg.name.clone();
     runtime()
         .context("starting the agent's runtime")?

@@ -240,6 +240,57 @@ pub fn parse_port_range(s: &str) -> Result<PortRange, AgentError> {
     Ok(range)
 }
 
+/// What the `hearth run`s this agent starts will decide about cgroups, as far as the agent must
+/// know it: `None` under `--run-arg=--no-cgroups`, else the explicit `--cgroup-parent` among the
+/// run arguments (`Some(Some(parent))`), or none (`Some(None)`: the executors choose by the
+/// delegation rule, see [`hearth_executor::cgroup::delegation`]).
+pub fn run_cgroup_parent(extra_run_args: &[String]) -> Option<Option<String>> {
+    let mut parent = None;
+    let mut args = extra_run_args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--no-cgroups" {
+            return None;
+        }
+        if arg == "--cgroup-parent" {
+            parent = args.next().cloned();
+        } else if let Some(value) = arg.strip_prefix("--cgroup-parent=") {
+            parent = Some(value.to_owned());
+        }
+    }
+    Some(parent)
+}
+
+/// Settles where task cgroups go before the agent starts any executor: on a cgroup v2 host inside
+/// a cgroup systemd delegated to the agent (`Delegate=yes`), the agent moves itself (and whatever
+/// else runs in that cgroup) into its `supervisor` leaf, so the executors it starts begin there
+/// and task cgroups go under `<delegated>/hearth`. Logs the choice and why. Nothing to do when
+/// the executors run without cgroups. A failure is logged, not fatal: each executor tries again
+/// and reports its own outcome with its task.
+pub fn settle_task_cgroups(extra_run_args: &[String]) {
+    use hearth_executor::cgroup::{self, delegation};
+    let Some(explicit) = run_cgroup_parent(extra_run_args) else {
+        tracing::info!("tasks run without cgroups (--run-arg=--no-cgroups)");
+        return;
+    };
+    let settled =
+        cgroup::detect_host().and_then(|h| delegation::settle_host(&h, explicit.as_deref()));
+    match settled {
+        Ok(_) => {}
+        Err(
+            e @ (cgroup::CgroupError::NotUsable { .. } | cgroup::CgroupError::NoHierarchy { .. }),
+        ) => {
+            tracing::info!(
+                "cgroups are not usable here ({}): tasks will run without them",
+                hearth_executor::error_chain(&e)
+            );
+        }
+        Err(e) => tracing::warn!(
+            "cannot settle where task cgroups go ({}); each executor will try again",
+            hearth_executor::error_chain(&e)
+        ),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -338,6 +389,25 @@ mod tests {
         assert_eq!(
             under.disk, r.disk,
             "the nearest existing ancestor is measured"
+        );
+    }
+
+    #[test]
+    fn run_arguments_say_whether_and_where_executors_make_cgroups() {
+        let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(run_cgroup_parent(&[]), Some(None));
+        assert_eq!(run_cgroup_parent(&args(&["--no-setuid"])), Some(None));
+        assert_eq!(
+            run_cgroup_parent(&args(&["--cgroup-parent", "custom/p"])),
+            Some(Some("custom/p".to_owned()))
+        );
+        assert_eq!(
+            run_cgroup_parent(&args(&["--cgroup-parent=x"])),
+            Some(Some("x".to_owned()))
+        );
+        assert_eq!(
+            run_cgroup_parent(&args(&["--cgroup-parent=x", "--no-cgroups"])),
+            None
         );
     }
 }

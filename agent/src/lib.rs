@@ -27,7 +27,7 @@ use std::path::PathBuf;
 pub use agent::run;
 pub use config::{
     AgentConfig, DEFAULT_PORTS, host_resources, host_resources_at, parse_port_range,
-    parse_resources, parse_resources_at,
+    parse_resources, parse_resources_at, run_cgroup_parent, settle_task_cgroups,
 };
 
 /// Read the agent token from `--token-file`: the file's content without surrounding white

@@ -124,6 +124,8 @@ fn limits_are_applied_and_read_back_from_the_kernel() -> TestResult {
         memory_bytes: Some((64 << 20) + 12_345),
         cpu_cores: Some(0.5),
         pids_max: Some(64),
+        swap_bytes: 0,
+        memory_high_bytes: None,
     };
     let cg = Scoped::create(&h, "limits", &limits)?;
     let read = cg.0.read_limits()?;
@@ -140,6 +142,41 @@ fn limits_are_applied_and_read_back_from_the_kernel() -> TestResult {
     let reopened =
         TaskCgroup::open_existing(&h, PARENT, &format!("limits-{}", std::process::id()))?;
     assert_eq!(reopened.read_limits()?, read);
+    Ok(())
+}
+
+#[test]
+fn a_swap_allowance_and_a_soft_memory_limit_are_in_force_on_v2_and_refused_on_v1() -> TestResult {
+    let test = "a_swap_allowance_and_a_soft_memory_limit_are_in_force_on_v2_and_refused_on_v1";
+    let Some(h) = host(test)? else {
+        return Ok(());
+    };
+    let limits = Limits {
+        memory_bytes: Some(64 << 20),
+        swap_bytes: 16 << 20,
+        memory_high_bytes: Some(48 << 20),
+        ..Limits::default()
+    };
+    if !matches!(h, Hierarchy::V2 { .. }) {
+        let err = Scoped::create(&h, "soft", &limits)
+            .err()
+            .ok_or("v1 took memory.high")?;
+        assert!(err.to_string().contains("memory_high_bytes"), "{err}");
+        return Ok(());
+    }
+    let cg = Scoped::create(&h, "soft", &limits)?;
+    let [dir] =
+        cg.0.dirs()
+            .try_into()
+            .map_err(|d| format!("v2 dirs {d:?}"))?;
+    assert_eq!(control(&dir, "memory.high")?, (48u64 << 20).to_string());
+    assert_eq!(control(&dir, "memory.max")?, (64u64 << 20).to_string());
+    let read = cg.0.read_limits()?;
+    assert_eq!(read.memory_high_bytes, Some(48 << 20));
+    if dir.join("memory.swap.max").exists() {
+        assert_eq!(control(&dir, "memory.swap.max")?, (16u64 << 20).to_string());
+        assert_eq!(read.swap_bytes, 16 << 20);
+    }
     Ok(())
 }
 
@@ -328,6 +365,8 @@ fn the_kernels_own_control_files_hold_the_limits_and_counters() -> TestResult {
         memory_bytes: Some(48 << 20),
         cpu_cores: Some(0.25),
         pids_max: Some(32),
+        swap_bytes: 0,
+        memory_high_bytes: None,
     };
     let cg = Scoped::create(&h, "files", &limits)?;
     let mut child = spawn_in(&cg.0, "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done")?;
@@ -450,6 +489,8 @@ fn remove_deletes_the_directory_in_every_hierarchy() -> TestResult {
         memory_bytes: Some(64 << 20),
         cpu_cores: Some(1.0),
         pids_max: Some(16),
+        swap_bytes: 0,
+        memory_high_bytes: None,
     };
     let cg = Scoped::create(&h, "remove", &limits)?;
     let mut child = spawn_in(&cg.0, "sleep 30 & disown; exec sleep 30")?;

@@ -28,6 +28,10 @@
 //! * `lifecycle: {}` (Aurora's `DisableLifecycle`) turns the lifecycle endpoints off.
 //! * Counts and byte sizes must be whole, non-negative numbers (`5` and `5.0` both pass); durations
 //!   may be fractional seconds.
+//! * `resources` takes two keys of Hearth's own beside Aurora's `cpu`, `ram`, `disk` and `gpu`:
+//!   `swap` (bytes of swap allowed on top of `ram`; default 0, no swap; needs `ram`) and
+//!   `ram_high` (a soft limit in bytes, cgroup v2 `memory.high`; at most `ram`). See
+//!   [`Resources`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -283,15 +287,31 @@ impl Default for LoggerConfig {
     }
 }
 
+/// What a task may use. `cpu`, `ram`, `disk` and `gpu` are Aurora's; `swap` and `ram_high` are
+/// Hearth's own (Aurora's client does not write them), enforced on cgroup v2 only.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Resources {
     /// CPU cores (fractional); 0 = no limit.
     pub cpu: f64,
-    /// Bytes of memory; 0 = no limit.
+    /// Bytes of memory (RAM); 0 = no limit.
     pub ram: u64,
     /// Bytes of sandbox disk; 0 = no limit.
     pub disk: u64,
     pub gpu: u64,
+    /// Bytes of swap the task may use on top of `ram` (cgroup v2 `memory.swap.max`); 0, the
+    /// default, = none: a task with a RAM limit does not swap. Needs `ram`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub swap: u64,
+    /// A soft memory limit in bytes below `ram` (cgroup v2 `memory.high`): above it the kernel
+    /// throttles the task and reclaims its memory hard, without killing it; 0, the default, =
+    /// none. At most `ram` when `ram` is set. Refused at start on cgroup v1, which has no
+    /// equivalent.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub ram_high: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Serialized as Aurora writes it: `{"http": {...}}` or `{"shell": {...}}`.

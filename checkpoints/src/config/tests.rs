@@ -353,6 +353,56 @@ fn negative_and_fractional_counts_are_rejected() {
 }
 
 #[test]
+fn swap_and_a_soft_memory_limit_are_read_and_checked_against_ram() -> TestResult {
+    let task = parse(
+        r#"{"processes": [{"name": "p", "cmdline": "x"}],
+            "resources": {"ram": 1000, "swap": 500, "ram_high": 800}}"#,
+    )?;
+    assert_eq!((task.resources.swap, task.resources.ram_high), (500, 800));
+    // Absent: no swap, no soft limit, and nothing new in the normalized output.
+    let task = parse(r#"{"processes": [{"name": "p", "cmdline": "x"}], "resources": {"ram": 1}}"#)?;
+    assert_eq!((task.resources.swap, task.resources.ram_high), (0, 0));
+    let shown = serde_json::to_string(&task.resources)?;
+    assert!(
+        !shown.contains("swap") && !shown.contains("ram_high"),
+        "{shown}"
+    );
+    // A soft limit alone is fine; equal to ram is the most it may be.
+    parse(r#"{"processes": [{"name": "p", "cmdline": "x"}], "resources": {"ram_high": 5}}"#)?;
+    parse(
+        r#"{"processes": [{"name": "p", "cmdline": "x"}], "resources": {"ram": 5, "ram_high": 5}}"#,
+    )?;
+
+    let e = errors_of(
+        r#"{"processes": [{"name": "p", "cmdline": "x"}],
+            "resources": {"ram": 1000, "ram_high": 1001}}"#,
+    );
+    assert_problem(
+        &e,
+        "resources.ram_high",
+        "must not exceed resources.ram (1000), the hard limit (got 1001)",
+    );
+    let e =
+        errors_of(r#"{"processes": [{"name": "p", "cmdline": "x"}], "resources": {"swap": 1}}"#);
+    assert_problem(
+        &e,
+        "resources.swap",
+        "needs resources.ram: swap is allowed on top of the RAM limit",
+    );
+    let e = errors_of(
+        r#"{"processes": [{"name": "p", "cmdline": "x"}],
+            "resources": {"ram": 1, "swap": -1, "ram_high": "lots"}}"#,
+    );
+    assert_problem(&e, "resources.swap", "must not be negative (got -1)");
+    assert_problem(
+        &e,
+        "resources.ram_high",
+        "expected a number, found a string",
+    );
+    Ok(())
+}
+
+#[test]
 fn counts_beyond_u32_are_rejected() {
     let e =
         errors_of(r#"{"processes": [{"name": "p", "cmdline": "x", "max_failures": 4294967296}]}"#);

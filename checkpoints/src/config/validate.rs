@@ -290,12 +290,32 @@ fn validate_task(
 
     let resources = match p.get(&at("resources"), "an object", &t.resources) {
         None => Resources::default(),
-        Some(r) => Resources {
-            cpu: p.float(&at("resources.cpu"), &r.cpu, 0.0),
-            ram: p.whole(&at("resources.ram"), &r.ram, 0, u64::MAX),
-            disk: p.whole(&at("resources.disk"), &r.disk, 0, u64::MAX),
-            gpu: p.whole(&at("resources.gpu"), &r.gpu, 0, u64::MAX),
-        },
+        Some(r) => {
+            let resources = Resources {
+                cpu: p.float(&at("resources.cpu"), &r.cpu, 0.0),
+                ram: p.whole(&at("resources.ram"), &r.ram, 0, u64::MAX),
+                disk: p.whole(&at("resources.disk"), &r.disk, 0, u64::MAX),
+                gpu: p.whole(&at("resources.gpu"), &r.gpu, 0, u64::MAX),
+                swap: p.whole(&at("resources.swap"), &r.swap, 0, u64::MAX),
+                ram_high: p.whole(&at("resources.ram_high"), &r.ram_high, 0, u64::MAX),
+            };
+            if resources.swap > 0 && resources.ram == 0 {
+                p.push(
+                    at("resources.swap"),
+                    "needs resources.ram: swap is allowed on top of the RAM limit",
+                );
+            }
+            if resources.ram > 0 && resources.ram_high > resources.ram {
+                p.push(
+                    at("resources.ram_high"),
+                    format!(
+                        "must not exceed resources.ram ({}), the hard limit (got {})",
+                        resources.ram, resources.ram_high
+                    ),
+                );
+            }
+            resources
+        }
     };
 
     let mut task = TaskConfig {

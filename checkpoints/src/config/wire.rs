@@ -153,13 +153,17 @@ pub struct WireConstraint {
     pub order: Field<Vec<Loose<String>>>,
 }
 
-/// Thermos's `Resources`.
+/// Thermos's `Resources`, and two keys of Hearth's own.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct WireResources {
     pub cpu: Field<Number>,
     pub ram: Field<Number>,
     pub disk: Field<Number>,
     pub gpu: Field<Number>,
+    /// Hearth's own: swap allowed on top of `ram`.
+    pub swap: Field<Number>,
+    /// Hearth's own: a soft memory limit.
+    pub ram_high: Field<Number>,
 }
 
 /// Aurora's `HealthCheckConfig`, including the pre-`health_checker` keys (`endpoint`,

@@ -128,6 +128,17 @@ pub enum CgroupError {
         waited: Duration,
     },
 
+    /// Processes kept appearing in the delegated cgroup while we moved them into its leaf.
+    #[error(
+        "cannot empty the delegated cgroup {path} into its leaf {leaf}: processes {pids:?} are \
+         still there"
+    )]
+    StillOccupied {
+        path: PathBuf,
+        leaf: PathBuf,
+        pids: Vec<i32>,
+    },
+
     /// Creating failed, and removing what had been created failed too. Both errors are kept.
     #[error("creating cgroup {path} failed ({cause}), and cleaning up failed too")]
     CleanupFailed {

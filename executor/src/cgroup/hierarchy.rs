@@ -182,6 +182,13 @@ pub fn available() -> Result<Hierarchy, CgroupError> {
 /// v1 needs the memory controller (OOM detection, memory limit) and a way to kill every member
 /// (the freezer, or the hybrid `unified` tree's `cgroup.kill`).
 pub fn check_usable(h: &Hierarchy) -> Result<(), CgroupError> {
+    check_usable_at(h, "")
+}
+
+/// [`check_usable`] for task cgroups that go below `top` (relative to the mount root; see
+/// [`super::Placement::top`]): on v2 it is `top` that must be writable, not the mount root (a
+/// delegated cgroup may be ours while the root is not). On v1 `top` is always the root.
+pub fn check_usable_at(h: &Hierarchy, top: &str) -> Result<(), CgroupError> {
     let not_usable = |path: &Path, reason: &str| CgroupError::NotUsable {
         path: path.to_path_buf(),
         reason: reason.to_owned(),
@@ -211,10 +218,33 @@ pub fn check_usable(h: &Hierarchy) -> Result<(), CgroupError> {
         }
         Hierarchy::V2 { .. } => {}
     }
+    if let Hierarchy::V2 { root } = h
+        && !top.is_empty()
+    {
+        return check_writable(&root.join(top));
+    }
     for root in h.roots() {
         access(root, AccessFlags::W_OK).map_err(|source| CgroupError::NotUsable {
             path: root.to_path_buf(),
             reason: "the mount root is not writable by this process".to_owned(),
+            source: Some(source),
+        })?;
+    }
+    Ok(())
+}
+
+/// Checks that this process may create cgroups in `dir`, move processes into them and enable
+/// controllers for them: the directory, its `cgroup.procs` and its `cgroup.subtree_control` are
+/// writable by us.
+fn check_writable(dir: &Path) -> Result<(), CgroupError> {
+    for path in [
+        dir.to_path_buf(),
+        dir.join("cgroup.procs"),
+        dir.join("cgroup.subtree_control"),
+    ] {
+        access(&path, AccessFlags::W_OK).map_err(|source| CgroupError::NotUsable {
+            path,
+            reason: "the delegated cgroup is not writable by this process".to_owned(),
             source: Some(source),
         })?;
     }

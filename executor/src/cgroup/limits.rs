@@ -32,6 +32,29 @@ impl Limits {
                 reason: "must be positive",
             });
         }
+        if self.swap_bytes > 0 && self.memory_bytes.is_none() {
+            return Err(CgroupError::InvalidLimit {
+                field: "swap_bytes",
+                value: self.swap_bytes.to_string(),
+                reason: "needs a memory limit: swap is allowed on top of it",
+            });
+        }
+        if let Some(high) = self.memory_high_bytes {
+            if high == 0 {
+                return Err(CgroupError::InvalidLimit {
+                    field: "memory_high_bytes",
+                    value: "0".to_owned(),
+                    reason: "must be positive",
+                });
+            }
+            if self.memory_bytes.is_some_and(|max| high > max) {
+                return Err(CgroupError::InvalidLimit {
+                    field: "memory_high_bytes",
+                    value: high.to_string(),
+                    reason: "must not exceed memory_bytes, the hard limit",
+                });
+            }
+        }
         Ok(())
     }
 
@@ -62,6 +85,13 @@ impl TaskCgroup {
                     controller,
                 });
             }
+        }
+        if let Some(high) = limits.memory_high_bytes {
+            return Err(CgroupError::InvalidLimit {
+                field: "memory_high_bytes",
+                value: high.to_string(),
+                reason: "a soft memory limit needs cgroup v2 (memory.high); this host is v1",
+            });
         }
         Ok(())
     }
@@ -98,13 +128,19 @@ impl TaskCgroup {
                     files::write(&path, &bytes.to_string())?;
                     verify_memory(&path, bytes)?;
                     // The RAM limit is the task's limit: without this v2 lets it swap beyond it
-                    // (`memory.swap.max` defaults to `max`). Absent when the kernel does not
-                    // account swap, and then there is nothing to limit.
+                    // (`memory.swap.max` defaults to `max`), so swap is 0 unless the task asks
+                    // for some. Absent when the kernel does not account swap, and then there is
+                    // nothing to limit.
                     let swap = dir.join("memory.swap.max");
                     if swap.exists() {
-                        files::write(&swap, "0")?;
-                        verify_exact(&swap, "0")?;
+                        files::write(&swap, &limits.swap_bytes.to_string())?;
+                        verify_memory(&swap, limits.swap_bytes)?;
                     }
+                }
+                if let Some(bytes) = limits.memory_high_bytes {
+                    let path = dir.join("memory.high");
+                    files::write(&path, &bytes.to_string())?;
+                    verify_memory(&path, bytes)?;
                 }
                 if let Some(cores) = limits.cpu_cores {
                     let path = dir.join("cpu.max");
@@ -162,6 +198,17 @@ impl TaskCgroup {
                 let path = dir.join("memory.max");
                 if let Some(text) = files::read_opt(&path)? {
                     limits.memory_bytes = files::parse_max(&path, &text, "memory limit")?;
+                }
+                let path = dir.join("memory.swap.max");
+                if limits.memory_bytes.is_some()
+                    && let Some(text) = files::read_opt(&path)?
+                {
+                    limits.swap_bytes =
+                        files::parse_max(&path, &text, "swap limit")?.unwrap_or(u64::MAX);
+                }
+                let path = dir.join("memory.high");
+                if let Some(text) = files::read_opt(&path)? {
+                    limits.memory_high_bytes = files::parse_max(&path, &text, "soft memory limit")?;
                 }
                 let path = dir.join("cpu.max");
                 if let Some(text) = files::read_opt(&path)? {

@@ -1,7 +1,8 @@
 //! The task's cgroup, on cgroup v1, v2, systemd's hybrid layout, or not at all.
 //!
-//! Every task gets one cgroup, `<parent>/<task_id>` (the executor uses the parent `hearth`), in
-//! every hierarchy it uses. Every process of the task joins it **before exec**: the spawner writes
+//! Every task gets one cgroup, `<parent>/<task_id>`, in every hierarchy it uses. The parent is
+//! `hearth` below the mount root, or `<delegated>/hearth` inside a cgroup systemd delegated to us:
+//! [`delegation`] decides, and says why. Every process of the task joins it **before exec**: the spawner writes
 //! `0` to each file of [`TaskCgroup::join_files`] through descriptors opened before the fork. The
 //! cgroup then gives us limits (memory, CPU quota, pids), accounting (CPU time, memory, OOM kills)
 //! and whole-tree control: double-forked daemons cannot escape a kill.
@@ -18,8 +19,9 @@
 //!   task also gets a directory there and processes join it too: its `cgroup.kill` kills the whole
 //!   tree in one write, and `cgroup.events` says `populated 0` when the task is empty.
 //! * **v2** — one tree. Creating a task cgroup first enables the controllers it needs (`memory`,
-//!   `cpu`, `pids`) in `cgroup.subtree_control` of every ancestor from the mount root down to the
-//!   parent, then writes `memory.max`, `cpu.max`, `pids.max`; it reads `memory.events`, `cpu.stat`,
+//!   `cpu`, `pids`, and `io` where it is available) in `cgroup.subtree_control` of every ancestor
+//!   from the placement's top (the mount root, or the delegated cgroup: nothing above it is
+//!   written) down to the parent, then writes `memory.max`, `cpu.max`, `pids.max`; it reads `memory.events`, `cpu.stat`,
 //!   `memory.current`, `memory.peak`, kills with `cgroup.kill` (or freezes with `cgroup.freeze` on
 //!   kernels before 5.14) and watches `cgroup.events`.
 //! * **none** — [`available`] says why, and the executor falls back to process groups.
@@ -53,12 +55,16 @@
 //! * All calls are blocking file I/O (a few small reads or writes); [`TaskCgroup::remove`] and
 //!   [`TaskCgroup::kill_all`] poll with a short backoff for a bounded time. Call them from
 //!   `tokio::task::spawn_blocking` in async code.
-//! * The memory limit bounds RAM only; swap is not limited (the hosts we target run without swap).
+//! * On v2 a memory limit turns swap off (`memory.swap.max` = 0) unless [`Limits::swap_bytes`]
+//!   allows some; v1 does not limit swap. [`Limits::memory_high_bytes`] (v2 `memory.high`) has no
+//!   v1 equivalent and is refused there.
 //! * The parent directory (`hearth`) is created on demand and never removed: other tasks share it.
+//!   So is a delegated cgroup's `supervisor` leaf (see [`delegation`]).
 //! * A task's processes could create sub-cgroups of their own only if we delegated the directory;
 //!   we do not, so the task cgroup has no children and `remove` does not look for any.
 
 mod control;
+pub mod delegation;
 mod error;
 mod files;
 mod hierarchy;
@@ -71,8 +77,11 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use control::pids_in;
+pub use delegation::Placement;
 pub use error::CgroupError;
-pub use hierarchy::{Hierarchy, V1Mounts, available, check_usable, detect, detect_host};
+pub use hierarchy::{
+    Hierarchy, V1Mounts, available, check_usable, check_usable_at, detect, detect_host,
+};
 
 /// CFS period we use for CPU quotas, in microseconds (the kernel's default, 100 ms).
 pub const CPU_PERIOD_US: u64 = 100_000;
@@ -100,6 +109,12 @@ pub struct Limits {
     pub cpu_cores: Option<f64>,
     /// Maximum number of processes and threads.
     pub pids_max: Option<u64>,
+    /// Swap the task may use on top of `memory_bytes`, in bytes (v2 `memory.swap.max`); 0 = no
+    /// swap. Only with a memory limit. v1 does not limit swap: there this changes nothing.
+    pub swap_bytes: u64,
+    /// A soft memory limit in bytes, at most `memory_bytes` (v2 `memory.high`: above it the
+    /// kernel throttles and reclaims, it does not kill). v2 only: refused on v1.
+    pub memory_high_bytes: Option<u64>,
 }
 
 /// Accounting of one task cgroup.
@@ -153,12 +168,23 @@ impl TaskCgroup {
         task_id: &str,
         limits: &Limits,
     ) -> Result<Self, CgroupError> {
+        Self::create_in(h, &Placement::at_root(parent), task_id, limits)
+    }
+
+    /// [`TaskCgroup::create`] under `placement`: on v2, `cgroup.subtree_control` is written only
+    /// from `placement.top` down (the delegated cgroup, or the mount root), never above it.
+    pub fn create_in(
+        h: &Hierarchy,
+        placement: &Placement,
+        task_id: &str,
+        limits: &Limits,
+    ) -> Result<Self, CgroupError> {
         limits.validate()?;
-        let cg = Self::locate(h, parent, task_id)?;
+        let cg = Self::locate(h, &placement.parent, task_id)?;
         cg.check_controllers(limits)?;
         let mut created = Vec::new();
         let result = cg
-            .make_dirs(limits, &mut created)
+            .make_dirs(&placement.top, limits, &mut created)
             .and_then(|()| cg.apply(limits));
         match result {
             Ok(()) => Ok(cg),
@@ -295,14 +321,26 @@ impl TaskCgroup {
         }
     }
 
-    fn make_dirs(&self, limits: &Limits, created: &mut Vec<PathBuf>) -> Result<(), CgroupError> {
+    fn make_dirs(
+        &self,
+        top: &str,
+        limits: &Limits,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<(), CgroupError> {
         if let Layout::V2 { root, dir } = &self.layout {
             let parent = dir.parent().unwrap_or(root);
+            let top = root.join(top);
+            if !parent.starts_with(&top) || !top.is_dir() {
+                return Err(CgroupError::InvalidName {
+                    path: parent.to_path_buf(),
+                    reason: "the parent is not below the cgroup Hearth may write to",
+                });
+            }
             fs::create_dir_all(parent).map_err(|source| CgroupError::CreateDir {
                 path: parent.to_path_buf(),
                 source,
             })?;
-            enable_v2_controllers(root, parent, limits)?;
+            enable_v2_controllers(&top, parent, limits)?;
         }
         for dir in self.dirs() {
             if let Some(parent) = dir.parent() {
@@ -352,10 +390,12 @@ fn relative_name(parent: &str, task_id: &str) -> Result<PathBuf, CgroupError> {
     Ok(Path::new(parent).join(task_id))
 }
 
-/// Enables the controllers `limits` need, and memory always (OOM kills and usage are read from
-/// it), in `cgroup.subtree_control` of every directory from `root` down to `parent`, so
-/// `parent`'s children get them. Already enabled controllers are not written again.
-fn enable_v2_controllers(root: &Path, parent: &Path, limits: &Limits) -> Result<(), CgroupError> {
+/// Enables the controllers `limits` need, memory always (OOM kills and usage are read from it) and
+/// io where `top` has it (the observer reads `io.stat`), in `cgroup.subtree_control` of every
+/// directory from `top` (the mount root, or the delegated cgroup) down to `parent`, so `parent`'s
+/// children get them. Already enabled controllers are not written again; nothing above `top` is.
+fn enable_v2_controllers(top: &Path, parent: &Path, limits: &Limits) -> Result<(), CgroupError> {
+    let root = top;
     let available_file = root.join("cgroup.controllers");
     let available_text = files::read(&available_file)?;
     let available: BTreeSet<&str> = available_text.split_whitespace().collect();
@@ -380,10 +420,13 @@ fn enable_v2_controllers(root: &Path, parent: &Path, limits: &Limits) -> Result<
             });
         }
     }
+    if available.contains("io") {
+        wanted.push("io");
+    }
     let Ok(below_root) = parent.strip_prefix(root) else {
         return Err(CgroupError::InvalidName {
             path: parent.to_path_buf(),
-            reason: "the parent is not below the cgroup2 mount",
+            reason: "the parent is not below the cgroup Hearth may write to",
         });
     };
     let mut level = root.to_path_buf();

@@ -53,6 +53,8 @@ const LIMITS: Limits = Limits {
     memory_bytes: Some(64 << 20),
     cpu_cores: Some(0.5),
     pids_max: Some(128),
+    swap_bytes: 0,
+    memory_high_bytes: None,
 };
 
 #[test]
@@ -180,10 +182,13 @@ fn v2_create_enables_controllers_in_root_and_parent_then_writes_limits() {
     let h = v2_tree(&tmp);
     let cg = TaskCgroup::create(&h, "hearth", "t", &LIMITS).unwrap();
     let t = tmp.path();
-    assert_eq!(read(t.join("cgroup.subtree_control")), "+memory +cpu +pids");
+    assert_eq!(
+        read(t.join("cgroup.subtree_control")),
+        "+memory +cpu +pids +io"
+    );
     assert_eq!(
         read(t.join("hearth/cgroup.subtree_control")),
-        "+memory +cpu +pids"
+        "+memory +cpu +pids +io"
     );
     assert_eq!(read(t.join("hearth/t/memory.max")), "67108864");
     assert_eq!(read(t.join("hearth/t/cpu.max")), "50000 100000");
@@ -211,6 +216,107 @@ fn v2_memory_limit_turns_swap_off_where_the_kernel_accounts_it() {
 }
 
 #[test]
+fn v2_swap_allowance_and_soft_limit_are_written_and_read_back() {
+    let tmp = TempDir::new().unwrap();
+    let h = v2_tree(&tmp);
+    let cg = TaskCgroup::create(&h, "hearth", "t", &LIMITS).unwrap();
+    let t = tmp.path().join("hearth/t");
+    // The kernel's files, as a fresh cgroup has them.
+    fs::write(t.join("memory.swap.max"), "max\n").unwrap();
+    fs::write(t.join("memory.high"), "max\n").unwrap();
+    let limits = Limits {
+        swap_bytes: 16 << 20,
+        memory_high_bytes: Some(48 << 20),
+        ..LIMITS
+    };
+    cg.apply(&limits).unwrap();
+    assert_eq!(read(t.join("memory.swap.max")), "16777216");
+    assert_eq!(read(t.join("memory.high")), "50331648");
+    assert_eq!(cg.read_limits().unwrap(), limits);
+    // Without a soft limit, memory.high is left as it is.
+    fs::write(t.join("memory.high"), "max\n").unwrap();
+    cg.apply(&LIMITS).unwrap();
+    assert_eq!(read(t.join("memory.high")), "max\n");
+    assert_eq!(read(t.join("memory.swap.max")), "0");
+}
+
+#[test]
+fn swap_without_a_memory_limit_and_a_soft_limit_above_it_are_refused() {
+    let tmp = TempDir::new().unwrap();
+    let h = v2_tree(&tmp);
+    let bad = [
+        (
+            Limits {
+                swap_bytes: 1,
+                ..Limits::default()
+            },
+            "swap_bytes",
+        ),
+        (
+            Limits {
+                memory_high_bytes: Some((64 << 20) + 1),
+                ..LIMITS
+            },
+            "memory_high_bytes",
+        ),
+        (
+            Limits {
+                memory_high_bytes: Some(0),
+                ..LIMITS
+            },
+            "memory_high_bytes",
+        ),
+    ];
+    for (limits, named) in bad {
+        let err = TaskCgroup::create(&h, "hearth", "t", &limits).unwrap_err();
+        assert!(
+            matches!(err, CgroupError::InvalidLimit { field, .. } if field == named),
+            "{limits:?}: {err:?}"
+        );
+        assert!(!tmp.path().join("hearth/t").exists());
+    }
+    // A soft limit alone, or equal to the hard one, is fine.
+    let alone = Limits {
+        memory_high_bytes: Some(1 << 20),
+        ..Limits::default()
+    };
+    TaskCgroup::create(&h, "hearth", "alone", &alone).unwrap();
+    let equal = Limits {
+        memory_high_bytes: LIMITS.memory_bytes,
+        ..LIMITS
+    };
+    TaskCgroup::create(&h, "hearth", "equal", &equal).unwrap();
+}
+
+#[test]
+fn v1_refuses_a_soft_memory_limit_before_creating_anything() {
+    let tmp = TempDir::new().unwrap();
+    let h = v1_tree(&tmp, true);
+    let limits = Limits {
+        memory_high_bytes: Some(32 << 20),
+        ..LIMITS
+    };
+    let err = TaskCgroup::create(&h, "hearth", "t", &limits).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CgroupError::InvalidLimit {
+                field: "memory_high_bytes",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!tmp.path().join("memory/hearth/t").exists());
+    // A swap allowance changes nothing on v1 (it does not limit swap) and is accepted.
+    let swap = Limits {
+        swap_bytes: 1 << 20,
+        ..LIMITS
+    };
+    TaskCgroup::create(&h, "hearth", "t", &swap).unwrap();
+}
+
+#[test]
 fn v2_enables_only_missing_controllers() {
     let tmp = TempDir::new().unwrap();
     let h = v2_tree(&tmp);
@@ -223,7 +329,10 @@ fn v2_enables_only_missing_controllers() {
         read(t.join("cgroup.subtree_control")),
         "cpu io memory pids\n"
     );
-    assert_eq!(read(t.join("hearth/cgroup.subtree_control")), "+cpu +pids");
+    assert_eq!(
+        read(t.join("hearth/cgroup.subtree_control")),
+        "+cpu +pids +io"
+    );
 }
 
 #[test]
@@ -233,7 +342,7 @@ fn v2_enables_memory_for_accounting_even_without_limits() {
     TaskCgroup::create(&h, "a/b", "t", &Limits::default()).unwrap();
     for level in ["", "a", "a/b"] {
         let file = tmp.path().join(level).join("cgroup.subtree_control");
-        assert_eq!(read(file), "+memory", "at {level:?}");
+        assert_eq!(read(file), "+memory +io", "at {level:?}");
     }
 }
 
@@ -687,4 +796,263 @@ fn remove_is_idempotent() {
         .unwrap();
     cg.remove_with(Duration::from_secs(1), kernel_rmdir)
         .unwrap();
+}
+
+// Delegation: where task cgroups go, and that nothing above the delegated cgroup is written.
+
+mod delegated {
+    use super::*;
+    use crate::cgroup::delegation::{Choice, LEAF, Reason, choose, enter_leaf, own_cgroup};
+
+    const UNIT: &str = "system.slice/hearth-agent.service";
+
+    /// A fake v2 tree whose root hands every controller down, with the unit's cgroup below it
+    /// (given `cpu io memory pids`, as systemd enables them for a delegated unit).
+    fn delegated_tree(tmp: &TempDir) -> (Hierarchy, PathBuf) {
+        let h = v2_tree(tmp);
+        fs::write(
+            tmp.path().join("cgroup.subtree_control"),
+            "cpu io memory pids
+",
+        )
+        .unwrap();
+        let unit = tmp.path().join(UNIT);
+        fs::create_dir_all(&unit).unwrap();
+        fs::write(
+            unit.join("cgroup.controllers"),
+            "cpu io memory pids
+",
+        )
+        .unwrap();
+        fs::write(unit.join("cgroup.subtree_control"), "").unwrap();
+        fs::write(unit.join("cgroup.procs"), "").unwrap();
+        (h, unit)
+    }
+
+    /// The delegation marks of a fake tree: the directories listed carry `trusted.delegate=1`.
+    fn marked(dirs: Vec<PathBuf>) -> impl Fn(&Path) -> Option<&'static str> {
+        move |dir| dirs.iter().any(|d| d == dir).then_some("trusted.delegate")
+    }
+
+    fn choice(h: &Hierarchy, own: Option<&str>, marks: Vec<PathBuf>) -> Choice {
+        choose(h, None, own, marked(marks))
+    }
+
+    #[test]
+    fn own_cgroup_is_the_v2_line_of_proc_self_cgroup() {
+        assert_eq!(
+            own_cgroup("0::/system.slice/hearth-agent.service\n").as_deref(),
+            Some(UNIT)
+        );
+        assert_eq!(own_cgroup("0::/\n").as_deref(), Some(""));
+        // Hybrid: the v1 lines come first and are not ours to use.
+        let hybrid = "12:memory:/user.slice\n1:name=systemd:/user.slice/s.scope\n0::/u/s.scope\n";
+        assert_eq!(own_cgroup(hybrid).as_deref(), Some("u/s.scope"));
+        assert_eq!(own_cgroup("4:memory:/x\n"), None);
+    }
+
+    #[test]
+    fn a_marked_own_cgroup_is_the_delegated_top_and_tasks_go_under_its_hearth() {
+        let tmp = TempDir::new().unwrap();
+        let (h, unit) = delegated_tree(&tmp);
+        let c = choice(&h, Some(UNIT), vec![unit]);
+        assert_eq!(
+            c.placement,
+            Placement {
+                parent: format!("{UNIT}/hearth"),
+                top: UNIT.to_owned()
+            }
+        );
+        assert!(c.placement.is_delegated());
+        assert_eq!(
+            c.reason,
+            Reason::Delegated {
+                own: UNIT.to_owned(),
+                delegated: UNIT.to_owned(),
+                mark: "trusted.delegate"
+            }
+        );
+        let said = c.reason.to_string();
+        assert!(
+            said.contains("trusted.delegate") && said.contains(UNIT),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn the_supervisor_leaf_of_a_marked_cgroup_finds_the_same_top() {
+        let tmp = TempDir::new().unwrap();
+        let (h, unit) = delegated_tree(&tmp);
+        let leaf = format!("{UNIT}/{LEAF}");
+        let from_leaf = choice(&h, Some(&leaf), vec![unit.clone()]);
+        let from_unit = choice(&h, Some(UNIT), vec![unit]);
+        assert_eq!(from_leaf.placement, from_unit.placement);
+    }
+
+    #[test]
+    fn another_child_of_a_marked_cgroup_is_not_delegated_to_us() {
+        // A user manager's cgroup is delegated to the manager; its services and scopes are not
+        // delegated to the programs in them.
+        let tmp = TempDir::new().unwrap();
+        let (h, _) = delegated_tree(&tmp);
+        let manager = "user.slice/user-1000.slice/user@1000.service";
+        let own = format!("{manager}/app.slice/term.scope");
+        let c = choice(&h, Some(&own), vec![tmp.path().join(manager)]);
+        assert_eq!(c.placement, Placement::at_root("hearth"));
+        assert_eq!(c.reason, Reason::NotDelegated { own: own.clone() });
+        let direct = format!("{manager}/foo.service");
+        let c = choice(&h, Some(&direct), vec![tmp.path().join(manager)]);
+        assert_eq!(c.placement, Placement::at_root("hearth"));
+    }
+
+    #[test]
+    fn an_unmarked_cgroup_the_root_or_no_v2_line_keep_hearth_at_the_mount_root() {
+        let tmp = TempDir::new().unwrap();
+        let (h, _) = delegated_tree(&tmp);
+        let c = choice(&h, Some(UNIT), vec![]);
+        assert_eq!(c.placement, Placement::at_root("hearth"));
+        assert!(!c.placement.is_delegated());
+        assert!(
+            c.reason.to_string().contains("is not delegated"),
+            "{}",
+            c.reason
+        );
+        // The root is never delegated, marked or not.
+        let c = choice(&h, Some(""), vec![tmp.path().to_path_buf()]);
+        assert_eq!(
+            (c.placement, c.reason),
+            (Placement::at_root("hearth"), Reason::RootCgroup)
+        );
+        let c = choice(&h, None, vec![]);
+        assert_eq!(c.reason, Reason::NoOwnCgroup);
+        // A path that would climb out of the tree is not followed.
+        let c = choice(&h, Some("a/../.."), vec![tmp.path().join("a/../..")]);
+        assert_eq!(c.placement, Placement::at_root("hearth"));
+    }
+
+    #[test]
+    fn an_explicit_parent_wins_over_delegation() {
+        let tmp = TempDir::new().unwrap();
+        let (h, unit) = delegated_tree(&tmp);
+        let c = choose(&h, Some("custom/tasks"), Some(UNIT), marked(vec![unit]));
+        assert_eq!(
+            (c.placement, c.reason),
+            (Placement::at_root("custom/tasks"), Reason::Explicit)
+        );
+    }
+
+    #[test]
+    fn v1_hosts_are_unaffected() {
+        let tmp = TempDir::new().unwrap();
+        let h = v1_tree(&tmp, true);
+        let c = choice(&h, Some(UNIT), vec![tmp.path().join("unified").join(UNIT)]);
+        assert_eq!(
+            (c.placement, c.reason),
+            (Placement::at_root("hearth"), Reason::NotV2)
+        );
+    }
+
+    #[test]
+    fn delegated_create_enables_controllers_only_from_the_top_down() {
+        let tmp = TempDir::new().unwrap();
+        let (h, unit) = delegated_tree(&tmp);
+        let root_control = tmp.path().join("cgroup.subtree_control");
+        let slice_control = tmp.path().join("system.slice/cgroup.subtree_control");
+        fs::write(&root_control, "cpu io memory pids\n").unwrap();
+        let cg = TaskCgroup::create_in(&h, &Placement::delegated(UNIT), "t", &LIMITS).unwrap();
+        assert_eq!(read(&root_control), "cpu io memory pids\n", "root written");
+        assert!(
+            !slice_control.exists(),
+            "the slice above the unit was written"
+        );
+        assert!(
+            !tmp.path().join("hearth").exists(),
+            "a cgroup outside the unit"
+        );
+        for dir in [unit.clone(), unit.join("hearth")] {
+            assert_eq!(
+                read(dir.join("cgroup.subtree_control")),
+                "+memory +cpu +pids +io",
+                "in {}",
+                dir.display()
+            );
+        }
+        assert_eq!(read(unit.join("hearth/t/memory.max")), "67108864");
+        assert_eq!(read(unit.join("hearth/t/cpu.max")), "50000 100000");
+        assert_eq!(cg.join_files(), vec![unit.join("hearth/t/cgroup.procs")]);
+        assert_eq!(cg.name(), Path::new(UNIT).join("hearth/t"));
+    }
+
+    #[test]
+    fn delegated_create_checks_what_the_delegated_cgroup_was_given() {
+        let tmp = TempDir::new().unwrap();
+        let (h, unit) = delegated_tree(&tmp);
+        fs::write(unit.join("cgroup.controllers"), "memory pids\n").unwrap();
+        let err = TaskCgroup::create_in(&h, &Placement::delegated(UNIT), "t", &LIMITS).unwrap_err();
+        let expected = unit.join("cgroup.controllers");
+        assert!(
+            matches!(err, CgroupError::MissingController { ref path, controller: "cpu" } if *path == expected),
+            "{err:?}"
+        );
+        assert!(!unit.join("hearth/t").exists());
+    }
+
+    #[test]
+    fn a_parent_outside_its_top_is_refused() {
+        let tmp = TempDir::new().unwrap();
+        let (h, _) = delegated_tree(&tmp);
+        let placement = Placement {
+            parent: "elsewhere/hearth".to_owned(),
+            top: UNIT.to_owned(),
+        };
+        let err = TaskCgroup::create_in(&h, &placement, "t", &LIMITS).unwrap_err();
+        assert!(matches!(err, CgroupError::InvalidName { .. }), "{err:?}");
+        assert!(!tmp.path().join("elsewhere").exists());
+    }
+
+    #[test]
+    fn entering_the_leaf_moves_every_process_of_the_delegated_cgroup() {
+        let tmp = TempDir::new().unwrap();
+        let (_, unit) = delegated_tree(&tmp);
+        let root = tmp.path();
+        let placement = Placement::delegated(UNIT);
+        // Empty: nothing to move, no leaf made.
+        assert_eq!(enter_leaf(root, &placement).unwrap(), Vec::<i32>::new());
+        assert!(!unit.join(LEAF).exists());
+        // Not delegated: the mount root is never emptied.
+        fs::write(root.join("cgroup.procs"), "1\n").unwrap();
+        assert_eq!(
+            enter_leaf(root, &Placement::at_root("hearth")).unwrap(),
+            Vec::<i32>::new()
+        );
+        assert!(!root.join(LEAF).exists());
+        // Members that never leave (a fake tree does not move them) are reported, not chased
+        // forever; each was written to the leaf's cgroup.procs.
+        fs::write(unit.join("cgroup.procs"), "12\n34\n").unwrap();
+        let err = enter_leaf(root, &placement).unwrap_err();
+        assert!(
+            matches!(err, CgroupError::StillOccupied { ref pids, ref leaf, .. }
+                if *pids == vec![12, 34] && *leaf == unit.join(LEAF)),
+            "{err:?}"
+        );
+        assert_eq!(read(unit.join(LEAF).join("cgroup.procs")), "34");
+    }
+
+    #[test]
+    fn a_delegated_top_must_be_writable_not_the_mount_root() {
+        let tmp = TempDir::new().unwrap();
+        let (h, unit) = delegated_tree(&tmp);
+        check_usable_at(&h, UNIT).unwrap();
+        let err = check_usable_at(&h, "system.slice/absent.service").unwrap_err();
+        assert!(
+            matches!(err, CgroupError::NotUsable { ref path, .. }
+                if path.starts_with(tmp.path().join("system.slice/absent.service"))),
+            "{err:?}"
+        );
+        fs::remove_file(unit.join("cgroup.subtree_control")).unwrap();
+        assert!(matches!(
+            check_usable_at(&h, UNIT),
+            Err(CgroupError::NotUsable { .. })
+        ));
+    }
 }

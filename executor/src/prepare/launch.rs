@@ -5,6 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{PrepareError, io_err, replace_file};
+use crate::cgroup::Placement;
 
 /// The options of `hearth run`. Kept (without `config`, which is copied) in
 /// `checkpoints/<task_id>/launch.json` so that `hearth kill` can adopt a task whose executor is gone.
@@ -21,7 +22,9 @@ pub struct RunOptions {
     pub no_setuid: bool,
     pub json: bool,
     pub force: bool,
-    /// Parent cgroup name under each hierarchy (default `hearth`).
+    /// Parent cgroup name under each mount root, given explicitly (`--cgroup-parent`). Without
+    /// it the parent is chosen by [`crate::cgroup::delegation`]: `hearth`, or inside the
+    /// delegated cgroup we run in.
     pub cgroup_parent: Option<String>,
     /// Do not use cgroups even where they are available.
     pub no_cgroups: bool,
@@ -45,6 +48,11 @@ pub struct LaunchRecord {
     pub opts: RunOptions,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler_token_file: Option<PathBuf>,
+    /// Where the task's cgroup was placed: a restarted executor or `hearth kill` adopting the
+    /// task uses this, wherever it runs, rather than choosing again. Absent without cgroups and
+    /// in records written before delegation was supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<Placement>,
 }
 
 /// Read a task's `launch.json`; `None` when it is missing or unreadable.
@@ -62,6 +70,7 @@ pub fn read_launch(path: &Path) -> Option<LaunchRecord> {
 pub(super) fn record_launch(
     opts: &RunOptions,
     token_file: Option<&Path>,
+    cgroup: Option<&Placement>,
     ckpt_dir: &Path,
     task_id: &str,
 ) -> Result<(), PrepareError> {
@@ -86,6 +95,7 @@ pub(super) fn record_launch(
     let record = LaunchRecord {
         opts: o,
         scheduler_token_file: token_file.map(Path::to_path_buf),
+        cgroup: cgroup.cloned(),
     };
     let json = serde_json::to_vec_pretty(&record).map_err(|e| PrepareError::Io {
         what: "serialize",
@@ -113,6 +123,7 @@ mod tests {
                 ..RunOptions::default()
             },
             scheduler_token_file: Some("/r/agent/token".into()),
+            cgroup: Some(Placement::delegated("system.slice/a.service")),
         };
         std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -124,6 +135,7 @@ mod tests {
         assert_eq!(back.scheduler_token_file, record.scheduler_token_file);
         assert_eq!(back.opts.scheduler.as_deref(), Some("http://s:1"));
         assert_eq!(back.opts.ports, vec![("http".to_owned(), 31000)]);
+        assert_eq!(back.cgroup, record.cgroup);
 
         // A record written before the token existed: the options as they were, no token file.
         let old = serde_json::to_vec(&RunOptions {
@@ -134,6 +146,7 @@ mod tests {
         std::fs::write(&path, old).unwrap();
         let back = read_launch(&path).unwrap();
         assert_eq!(back.scheduler_token_file, None);
+        assert_eq!(back.cgroup, None);
         assert_eq!(back.opts.hostname.as_deref(), Some("h"));
         assert!(read_launch(&dir.path().join("missing")).is_none());
     }

@@ -23,7 +23,7 @@ use hearth_checkpoints::replay::TaskReplay;
 use hearth_checkpoints::root::{self, Root, TaskPlace};
 use hearth_checkpoints::stream::{self, CheckpointWriter};
 
-use crate::cgroup::{self, Limits, TaskCgroup};
+use crate::cgroup::{self, CgroupError, Hierarchy, Limits, Placement, TaskCgroup, delegation};
 use crate::keeper::{self, socket::KeeperAddr};
 
 mod error;
@@ -221,6 +221,9 @@ pub fn prepare_with_token_file(
     };
     let log_dir = sandbox.join(".logs");
     let runner_path = root.runner_path(&task_id);
+    // Where the task's cgroup goes: a fresh start records it in its launch file, a recovering one
+    // reads it from there.
+    let plan = plan_cgroup(opts, &ckpt_dir, &task_id, existing.is_some())?;
     let (writer, header, replay, recovering) = match existing {
         Some(_) => {
             let (w, replayed) = CheckpointWriter::open_append(&runner_path).map_err(|source| {
@@ -253,7 +256,11 @@ pub fn prepare_with_token_file(
             };
             // The launch files first, without fsyncing their directory: the stream's creation
             // fsyncs it, so whenever the stream is found after a crash, so are they.
-            record_launch(opts, token_file, &ckpt_dir, &task_id)?;
+            let placement = match &plan {
+                CgroupPlan::Use { placement, .. } => Some(placement),
+                CgroupPlan::Without(_) => None,
+            };
+            record_launch(opts, token_file, placement, &ckpt_dir, &task_id)?;
             let mut replay = TaskReplay {
                 header: Some(header.clone()),
                 ..TaskReplay::default()
@@ -292,7 +299,7 @@ pub fn prepare_with_token_file(
 
     write_task_config(&root, &task_id, &task)?;
 
-    let (cgroup, cgroup_warning, cgroup_created) = setup_cgroup(opts, &task_id, &task, recovering)?;
+    let (cgroup, cgroup_warning, cgroup_created) = setup_cgroup(plan, &task_id, &task, recovering)?;
 
     // From here on, a failure removes the cgroup this start created — never one a recovering
     // start re-attached to, where the task's processes live.
@@ -322,59 +329,109 @@ pub fn prepare_with_token_file(
     })
 }
 
+/// Where the task's cgroup goes, or why it has none.
+enum CgroupPlan {
+    Use {
+        hierarchy: Hierarchy,
+        placement: Placement,
+    },
+    Without(String),
+}
+
+/// Picks the hierarchy and the placement of the task's cgroup. A recovering task uses the
+/// placement its launch recorded (wherever this executor runs, the cgroup is where it was
+/// created); otherwise [`delegation::settle_host`] chooses, and moves this process into the
+/// delegated cgroup's leaf when that applies.
+fn plan_cgroup(
+    opts: &RunOptions,
+    ckpt_dir: &Path,
+    task_id: &str,
+    recovering: bool,
+) -> Result<CgroupPlan, PrepareError> {
+    if opts.no_cgroups {
+        return Ok(CgroupPlan::Without(
+            "cgroups disabled (--no-cgroups): using process groups and a subreaper; limits are \
+             not enforced"
+                .to_owned(),
+        ));
+    }
+    let unavailable = |why: &CgroupError| {
+        CgroupPlan::Without(format!(
+            "cgroups unavailable ({why}); falling back to process groups and a subreaper: limits \
+             are not enforced and double-forked daemons may survive a kill"
+        ))
+    };
+    let hierarchy = match cgroup::detect_host() {
+        Ok(h) => h,
+        Err(why) => return Ok(unavailable(&why)),
+    };
+    let recorded = if recovering {
+        read_launch(&launch_files(ckpt_dir).1).and_then(|r| r.cgroup)
+    } else {
+        None
+    };
+    let placement = match recorded {
+        Some(placement) => {
+            if let Err(why) = cgroup::check_usable_at(&hierarchy, &placement.top) {
+                return Ok(unavailable(&why));
+            }
+            delegation::log_choice(&hierarchy, &placement, &delegation::Reason::Recorded);
+            placement
+        }
+        None => match delegation::settle_host(&hierarchy, opts.cgroup_parent.as_deref()) {
+            Ok(choice) => choice.placement,
+            Err(why @ (CgroupError::NotUsable { .. } | CgroupError::NoHierarchy { .. })) => {
+                return Ok(unavailable(&why));
+            }
+            Err(source) => {
+                return Err(PrepareError::Cgroup {
+                    task_id: task_id.to_owned(),
+                    source,
+                });
+            }
+        },
+    };
+    Ok(CgroupPlan::Use {
+        hierarchy,
+        placement,
+    })
+}
+
 /// The task's cgroup (or why there is none), and whether this call created it (rather than
 /// re-attaching a recovering task to its own).
 fn setup_cgroup(
-    opts: &RunOptions,
+    plan: CgroupPlan,
     task_id: &str,
     task: &TaskConfig,
     recovering: bool,
 ) -> Result<(Option<TaskCgroup>, Option<String>, bool), PrepareError> {
-    if opts.no_cgroups {
-        return Ok((
-            None,
-            Some(
-                "cgroups disabled (--no-cgroups): using process groups and a subreaper; limits \
-                 are not enforced"
-                    .to_owned(),
-            ),
-            false,
-        ));
-    }
-    let hierarchy = match cgroup::available() {
-        Ok(h) => h,
-        Err(why) => {
-            return Ok((
-                None,
-                Some(format!(
-                    "cgroups unavailable ({why}); falling back to process groups and a subreaper: \
-                     limits are not enforced and double-forked daemons may survive a kill"
-                )),
-                false,
-            ));
-        }
+    let (hierarchy, placement) = match plan {
+        CgroupPlan::Use {
+            hierarchy,
+            placement,
+        } => (hierarchy, placement),
+        CgroupPlan::Without(warning) => return Ok((None, Some(warning), false)),
     };
-    let parent = opts
-        .cgroup_parent
-        .clone()
-        .unwrap_or_else(|| "hearth".to_owned());
+    let parent = &placement.parent;
     let limits = Limits {
         memory_bytes: (task.resources.ram > 0).then_some(task.resources.ram),
         cpu_cores: (task.resources.cpu > 0.0).then_some(task.resources.cpu),
         pids_max: Some(TASK_PIDS_MAX),
+        swap_bytes: task.resources.swap,
+        memory_high_bytes: (task.resources.ram_high > 0).then_some(task.resources.ram_high),
     };
     // A recovering task re-attaches to its cgroup. Anything else found under the task's name is
     // a leftover of an earlier run: cleared if it holds no process, refused if it does.
     let existing = if recovering {
-        TaskCgroup::open_existing(&hierarchy, &parent, task_id).ok()
+        TaskCgroup::open_existing(&hierarchy, parent, task_id).ok()
     } else {
         None
     };
     let created = existing.is_none();
     let cg = match existing {
         Some(cg) => Ok(cg),
-        None => TaskCgroup::clear_stale(&hierarchy, &parent, task_id)
-            .and_then(|()| TaskCgroup::create(&hierarchy, &parent, task_id, &limits)),
+        None => TaskCgroup::clear_stale(&hierarchy, parent, task_id)
+            .and_then(|()| TaskCgroup::create_in(&hierarchy, &placement, task_id, &limits)),
     }
     .map_err(|source| PrepareError::Cgroup {
         task_id: task_id.to_owned(),
