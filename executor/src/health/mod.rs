@@ -196,17 +196,17 @@ impl Drop for HealthMonitor {
     }
 }
 
-/// Look at the snooze file (a stat, and a small read when it changed) on tokio's blocking pool,
-/// not on the executor's one runtime thread. `None` when the runtime is shutting down.
-async fn poll_snooze(mut snooze: SnoozeWatch) -> Option<(SnoozeWatch, Option<HealthEvent>)> {
+/// Look at the snooze file: a stat in place, and, only when the file changed, a small read on
+/// tokio's blocking pool (not on the executor's one runtime thread). `None` when the runtime is
+/// shutting down.
+async fn poll_snooze(snooze: &mut SnoozeWatch) -> Option<Option<HealthEvent>> {
     let now = wall_ms();
-    match tokio::task::spawn_blocking(move || {
-        let event = snooze.poll(now);
-        (snooze, event)
-    })
-    .await
-    {
-        Ok(polled) => Some(polled),
+    let read = match snooze.look(now) {
+        Ok(event) => return Some(event),
+        Err(read) => read,
+    };
+    match tokio::task::spawn_blocking(move || read.read()).await {
+        Ok(found) => Some(snooze.apply(found, now)),
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => None,
     }
@@ -220,10 +220,9 @@ async fn run(
     tx: mpsc::Sender<HealthEvent>,
 ) {
     loop {
-        let Some((polled, event)) = poll_snooze(snooze).await else {
+        let Some(event) = poll_snooze(&mut snooze).await else {
             return;
         };
-        snooze = polled;
         if let Some(event) = event
             && tx.send(event).await.is_err()
         {
@@ -262,10 +261,9 @@ async fn run(
                 break;
             }
             tokio::time::sleep_until(wake).await;
-            let Some((polled, event)) = poll_snooze(snooze).await else {
+            let Some(event) = poll_snooze(&mut snooze).await else {
                 return;
             };
-            snooze = polled;
             if let Some(event) = event
                 && tx.send(event).await.is_err()
             {
