@@ -3,7 +3,7 @@
 //!
 //! * [`algorithm`]: the pure decision rules (grace attempts, successes to RUNNING, failure
 //!   limit, deadline), unit-tested on tables of outcomes.
-//! * [`http`]: the pooled HTTP checker and [`post_lifecycle`](http::post_lifecycle).
+//! * [`http`]: the keep-alive HTTP checker and [`post_lifecycle`](http::post_lifecycle).
 //! * [`shell`]: the `bash -c` checker, killed with its process group at the timeout.
 //! * [`snooze`]: the `.healthchecksnooze` file and its expiry.
 //! * [`HealthMonitor`]: one tokio task that runs checks every `interval`, applies the snooze and
@@ -14,6 +14,13 @@
 //! overlap. Between checks it sleeps on a timer — waking early only when an active snooze
 //! expires, to report its end on time. All timing goes through `tokio::time`.
 //!
+//! A check is meant to cost little: the checker is owned by the monitor's task and called in
+//! place (no task, no boxed future per check), the snooze file is one `fstatat` (read only when
+//! it changed), and an HTTP check is one write and one read on a kept connection. Its timeout
+//! is the only timer registered besides the sleep to the next check, and it is removed as soon
+//! as the response is in, so a healthy check wakes the task twice: at the interval's end and
+//! when the response arrives.
+//!
 //! Events, in the order they happen:
 //! * `SnoozeStarted` / `SnoozeEnded`: every snooze transition (the executor records a
 //!   checkpoint `SnoozeEvent` for each). The snooze file is looked at before every check.
@@ -23,8 +30,6 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hearth_checkpoints::config::{HealthCheckConfig, HealthChecker};
@@ -42,7 +47,7 @@ pub mod snooze;
 mod tests;
 
 pub use algorithm::{CheckOutcome, HealthAlgorithm, Verdict};
-pub use http::{HttpChecker, HttpProbe, PostOutcome, post_lifecycle};
+pub use http::{BoundedResponse, HttpChecker, HttpProbe, PostOutcome, post_lifecycle};
 pub use shell::ShellChecker;
 pub use snooze::{SNOOZE_FILE, SnoozeWatch};
 
@@ -70,31 +75,28 @@ pub enum HealthError {
     /// An HTTP checker needs the task's `health` port.
     #[error("the http health check needs a health port, and the task has none")]
     NoHealthPort,
-    #[error("health-check endpoint {endpoint:?} does not form a valid URL")]
+    #[error("health-check endpoint {endpoint:?} cannot be requested: {problem}")]
     Endpoint {
         endpoint: String,
-        #[source]
-        source: hyper::http::uri::InvalidUri,
+        problem: &'static str,
     },
 }
 
-/// A boxed check future: `Ok(())` healthy, `Err(reason)` unhealthy.
-pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
-
-/// Something that can be checked. Implemented by the real checkers; tests use fakes.
-pub trait Probe: Send + Sync + 'static {
-    fn check(&self) -> CheckFuture<'_>;
+/// Something that can be checked: `Ok(())` healthy, `Err(reason)` unhealthy. Implemented by the
+/// real checkers; tests use fakes. The monitor owns its probe and runs one check at a time.
+pub trait Probe: Send + 'static {
+    fn check(&mut self) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 impl Probe for HttpChecker {
-    fn check(&self) -> CheckFuture<'_> {
-        Box::pin(HttpChecker::check(self))
+    fn check(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+        HttpChecker::check(self)
     }
 }
 
 impl Probe for ShellChecker {
-    fn check(&self) -> CheckFuture<'_> {
-        Box::pin(ShellChecker::check(self))
+    fn check(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+        ShellChecker::check(self)
     }
 }
 
@@ -132,43 +134,37 @@ impl HealthMonitor {
         env: Vec<String>,
         creds: Option<(u32, u32, Vec<u32>)>,
     ) -> Result<(HealthMonitor, mpsc::Receiver<HealthEvent>), HealthError> {
-        let probe: Arc<dyn Probe> = match &cfg.checker {
+        let algorithm = HealthAlgorithm::from_config(cfg);
+        let schedule = Schedule {
+            interval: cfg.interval,
+        };
+        let snooze = SnoozeWatch::new(&sandbox);
+        Ok(match &cfg.checker {
             HealthChecker::Http {
                 endpoint,
                 expected_response,
                 expected_response_code,
             } => {
                 let port = port.ok_or(HealthError::NoHealthPort)?;
-                Arc::new(HttpChecker::new(
-                    HttpProbe::new(),
+                let probe = HttpChecker::new(
                     port,
                     endpoint,
                     expected_response,
                     *expected_response_code,
                     cfg.timeout,
-                )?)
+                )?;
+                Self::start_with(probe, algorithm, schedule, snooze)
             }
-            HealthChecker::Shell { shell_command } => Arc::new(ShellChecker::new(
-                shell_command,
-                sandbox.clone(),
-                &env,
-                creds,
-                cfg.timeout,
-            )),
-        };
-        Ok(Self::start_with(
-            probe,
-            HealthAlgorithm::from_config(cfg),
-            Schedule {
-                interval: cfg.interval,
-            },
-            SnoozeWatch::new(&sandbox),
-        ))
+            HealthChecker::Shell { shell_command } => {
+                let probe = ShellChecker::new(shell_command, sandbox, &env, creds, cfg.timeout);
+                Self::start_with(probe, algorithm, schedule, snooze)
+            }
+        })
     }
 
     /// Start with any probe (the seam tests use).
-    pub fn start_with(
-        probe: Arc<dyn Probe>,
+    pub fn start_with<P: Probe>(
+        probe: P,
         algorithm: HealthAlgorithm,
         schedule: Schedule,
         snooze: SnoozeWatch,
@@ -212,8 +208,8 @@ async fn poll_snooze(snooze: &mut SnoozeWatch) -> Option<Option<HealthEvent>> {
     }
 }
 
-async fn run(
-    probe: Arc<dyn Probe>,
+async fn run<P: Probe>(
+    mut probe: P,
     mut algorithm: HealthAlgorithm,
     schedule: Schedule,
     mut snooze: SnoozeWatch,

@@ -1,8 +1,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::algorithm::NOT_ENOUGH_SUCCESSES;
 use super::*;
@@ -130,8 +130,8 @@ impl Scripted {
     }
 }
 
-impl Probe for Scripted {
-    fn check(&self) -> CheckFuture<'_> {
+impl Probe for Arc<Scripted> {
+    fn check(&mut self) -> impl Future<Output = Result<(), String>> + Send {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let next = self
             .script
@@ -139,7 +139,7 @@ impl Probe for Scripted {
             .unwrap()
             .pop_front()
             .unwrap_or_else(|| self.then.clone());
-        Box::pin(async move { next })
+        std::future::ready(next)
     }
 }
 
