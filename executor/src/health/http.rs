@@ -380,8 +380,22 @@ fn parse_status_line(line: &[u8]) -> Result<(u16, bool), String> {
 
 /// A token byte of a header name (RFC 9110 section 5.6.2).
 fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TOKEN_BYTES[usize::from(b)]
 }
+
+/// [`is_token_byte`] as a table: every byte of every header name is looked up.
+const TOKEN_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'!' | b'#'..=b'\'' | b'*' | b'+')
+            || matches!(c, b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~');
+        b += 1;
+    }
+    table
+};
 
 /// A non-empty run of decimal digits that fits in a `u64`.
 fn parse_decimal(text: &[u8]) -> Option<u64> {

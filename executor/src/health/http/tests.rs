@@ -651,3 +651,11 @@ fn head_framing_follows_rfc_9112() {
             .starts_with("bad header name")
     );
 }
+
+#[test]
+fn token_table_holds_exactly_the_rfc_9110_tchars() {
+    for b in 0..=255u8 {
+        let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        assert_eq!(is_token_byte(b), tchar, "{b:#04x}");
+    }
+}
