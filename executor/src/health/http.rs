@@ -34,10 +34,12 @@
 
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::{Pin, pin};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 #[cfg(test)]
 mod tests;
@@ -116,11 +118,22 @@ impl HttpProbe {
     /// `GET` the URL within `timeout`; returns the status and at most [`MAX_BODY_BYTES`] of the
     /// body, and whether the body was longer.
     pub async fn get(&mut self, timeout: Duration) -> Result<&BoundedResponse, String> {
-        match tokio::time::timeout(timeout, self.exchange()).await {
-            Ok(Ok(())) => Ok(&self.response),
-            Ok(Err(reason)) => Err(reason),
+        let deadline = pin!(tokio::time::sleep(timeout));
+        self.get_until(deadline, timeout).await
+    }
+
+    /// [`get`](Self::get), bounded by `deadline`, a timer that the caller set `timeout` after
+    /// the start of the check (`timeout` is for the failure reason).
+    pub async fn get_until(
+        &mut self,
+        deadline: Pin<&mut Sleep>,
+        timeout: Duration,
+    ) -> Result<&BoundedResponse, String> {
+        tokio::select! {
+            biased;
+            done = self.exchange() => done.map(|()| &self.response),
             // The connection was taken out of `self.conn` by the exchange: dropped with it.
-            Err(_) => Err(format!("timed out after {}", secs(timeout))),
+            () = deadline => Err(format!("timed out after {}", secs(timeout))),
         }
     }
 
@@ -655,7 +668,14 @@ impl HttpChecker {
 
     /// Run the check: `Ok(())` when healthy, else the reason.
     pub async fn check(&mut self) -> Result<(), String> {
-        match self.probe.get(self.timeout).await {
+        let deadline = pin!(tokio::time::sleep(self.timeout));
+        self.check_until(deadline).await
+    }
+
+    /// [`check`](Self::check), bounded by `deadline`: a timer the caller set the check's
+    /// timeout after its start.
+    pub async fn check_until(&mut self, deadline: Pin<&mut Sleep>) -> Result<(), String> {
+        match self.probe.get_until(deadline, self.timeout).await {
             Ok(response) => judge(
                 response,
                 &self.expected_response,

@@ -16,10 +16,12 @@
 //!
 //! A check is meant to cost little: the checker is owned by the monitor's task and called in
 //! place (no task, no boxed future per check), the snooze file is one `fstatat` (read only when
-//! it changed), and an HTTP check is one write and one read on a kept connection. Its timeout
-//! is the only timer registered besides the sleep to the next check, and it is removed as soon
-//! as the response is in, so a healthy check wakes the task twice: at the interval's end and
-//! when the response arrives.
+//! it changed), and an HTTP check is one write and one read on a kept connection. The monitor
+//! keeps two timers: the sleep to the next check, and that check's deadline (its start plus the
+//! timeout). The deadline is set when the sleep begins, not when the check starts: a timer
+//! registered while no earlier one is pending (as right after the sleep ended) makes tokio
+//! wake its driver at once, one more turn of the runtime per check. A healthy check thus wakes
+//! the task twice: at the sleep's end and when the response arrives.
 //!
 //! Events, in the order they happen:
 //! * `SnoozeStarted` / `SnoozeEnded`: every snooze transition (the executor records a
@@ -30,12 +32,14 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::pin::{Pin, pin};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hearth_checkpoints::config::{HealthCheckConfig, HealthChecker};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::{Instant, Sleep};
 
 pub mod algorithm;
 pub mod http;
@@ -50,6 +54,10 @@ pub use algorithm::{CheckOutcome, HealthAlgorithm, Verdict};
 pub use http::{BoundedResponse, HttpChecker, HttpProbe, PostOutcome, post_lifecycle};
 pub use shell::ShellChecker;
 pub use snooze::{SNOOZE_FILE, SnoozeWatch};
+
+/// A check that starts this much later than planned has its deadline moved (tokio's timer
+/// counts in milliseconds anyway).
+const LATE: Duration = Duration::from_millis(1);
 
 /// Prefix of the reason of a task failed by its health check (Aurora's wording).
 pub const FAILED_HEALTH_CHECK: &str = "Failed health check!";
@@ -83,27 +91,40 @@ pub enum HealthError {
 }
 
 /// Something that can be checked: `Ok(())` healthy, `Err(reason)` unhealthy. Implemented by the
-/// real checkers; tests use fakes. The monitor owns its probe and runs one check at a time.
+/// real checkers; tests use fakes. The monitor owns its probe and runs one check at a time;
+/// `deadline` is the timer of the check's timeout (see [`Schedule`]), by which the check fails.
 pub trait Probe: Send + 'static {
-    fn check(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+    fn check(
+        &mut self,
+        deadline: Pin<&mut Sleep>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 impl Probe for HttpChecker {
-    fn check(&mut self) -> impl Future<Output = Result<(), String>> + Send {
-        HttpChecker::check(self)
+    fn check(
+        &mut self,
+        deadline: Pin<&mut Sleep>,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        self.check_until(deadline)
     }
 }
 
 impl Probe for ShellChecker {
-    fn check(&mut self) -> impl Future<Output = Result<(), String>> + Send {
-        ShellChecker::check(self)
+    fn check(
+        &mut self,
+        deadline: Pin<&mut Sleep>,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        self.check_until(deadline)
     }
 }
 
 /// Timing of the monitor loop.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Schedule {
+    /// From the end of a check to the start of the next.
     pub interval: Duration,
+    /// From the start of a check to its deadline.
+    pub timeout: Duration,
 }
 
 /// Runs the health checks of one task in its own tokio task. Dropping it (or [`stop`]) stops
@@ -137,6 +158,7 @@ impl HealthMonitor {
         let algorithm = HealthAlgorithm::from_config(cfg);
         let schedule = Schedule {
             interval: cfg.interval,
+            timeout: cfg.timeout,
         };
         let snooze = SnoozeWatch::new(&sandbox);
         Ok(match &cfg.checker {
@@ -215,6 +237,9 @@ async fn run<P: Probe>(
     mut snooze: SnoozeWatch,
     tx: mpsc::Sender<HealthEvent>,
 ) {
+    // The deadline of the check to come: see the module's documentation for why it is set
+    // before the wait for that check, and not when it starts.
+    let mut deadline = pin!(tokio::time::sleep(schedule.timeout));
     loop {
         let Some(event) = poll_snooze(&mut snooze).await else {
             return;
@@ -227,7 +252,12 @@ async fn run<P: Probe>(
         let outcome = if snooze.is_active() {
             CheckOutcome::Snoozed
         } else {
-            match probe.check().await {
+            // A check that starts late (a busy runtime) still gets all of its timeout.
+            let full = Instant::now() + schedule.timeout;
+            if full > deadline.deadline() + LATE {
+                deadline.as_mut().reset(full);
+            }
+            match probe.check(deadline.as_mut()).await {
                 Ok(()) => CheckOutcome::Healthy,
                 Err(reason) => {
                     tracing::warn!(%reason, "health check failed");
@@ -249,14 +279,17 @@ async fn run<P: Probe>(
             Verdict::Starting | Verdict::Running => {}
         }
         // Wait for the next check; wake early only to report a snooze expiring.
-        let next = tokio::time::Instant::now() + schedule.interval;
+        let next = Instant::now() + schedule.interval;
+        // Replaced, not reset: a pending timer moved later stays in tokio's wheel at its old
+        // place, and the driver would wake there for nothing.
+        deadline.set(tokio::time::sleep_until(next + schedule.timeout));
         while let Some(expires) = snooze.expires_ms() {
             let wait_ms = u64::try_from(expires.saturating_sub(wall_ms())).unwrap_or(0);
-            let wake = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+            let wake = Instant::now() + Duration::from_millis(wait_ms);
             if wake >= next {
                 break;
             }
-            tokio::time::sleep_until(wake).await;
+            sleep_registering(wake, deadline.as_mut()).await;
             let Some(event) = poll_snooze(&mut snooze).await else {
                 return;
             };
@@ -270,6 +303,17 @@ async fn run<P: Probe>(
                 break;
             }
         }
-        tokio::time::sleep_until(next).await;
+        sleep_registering(next, deadline.as_mut()).await;
     }
+}
+
+/// Sleep until `until`, registering `deadline` (a later timer) with tokio's timer on the way.
+async fn sleep_registering(until: Instant, mut deadline: Pin<&mut Sleep>) {
+    let mut sleep = pin!(tokio::time::sleep_until(until));
+    std::future::poll_fn(|cx| {
+        // Polled only to register it: whether it has passed is the check's business.
+        let _ = deadline.as_mut().poll(cx);
+        sleep.as_mut().poll(cx)
+    })
+    .await;
 }
