@@ -266,7 +266,7 @@ struct Head {
 /// as a line end too) and the index just past it; `None` when no line end has arrived yet.
 fn next_line(data: &[u8], from: usize) -> Option<(&[u8], usize)> {
     let rest = data.get(from..)?;
-    let nl = rest.iter().position(|&b| b == b'\n')?;
+    let nl = memchr::memchr(b'\n', rest)?;
     let line = &rest[..nl];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     Some((line, from + nl + 1))
@@ -313,7 +313,7 @@ fn parse_head(data: &[u8]) -> Result<Option<Head>, String> {
         if line[0] == b' ' || line[0] == b'\t' {
             return Err(format!("folded header line {}", quote(line)));
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             return Err(format!("header line without a colon: {}", quote(line)));
         };
         let name = &line[..colon];

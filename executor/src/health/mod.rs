@@ -240,6 +240,8 @@ async fn run<P: Probe>(
     // The deadline of the check to come: see the module's documentation for why it is set
     // before the wait for that check, and not when it starts.
     let mut deadline = pin!(tokio::time::sleep(schedule.timeout));
+    // The sleep between checks, one timer reset each time.
+    let mut pause = pin!(tokio::time::sleep_until(Instant::now()));
     loop {
         let Some(event) = poll_snooze(&mut snooze).await else {
             return;
@@ -289,7 +291,7 @@ async fn run<P: Probe>(
             if wake >= next {
                 break;
             }
-            sleep_registering(wake, deadline.as_mut()).await;
+            sleep_registering(pause.as_mut(), wake, deadline.as_mut()).await;
             let Some(event) = poll_snooze(&mut snooze).await else {
                 return;
             };
@@ -303,17 +305,22 @@ async fn run<P: Probe>(
                 break;
             }
         }
-        sleep_registering(next, deadline.as_mut()).await;
+        sleep_registering(pause.as_mut(), next, deadline.as_mut()).await;
     }
 }
 
-/// Sleep until `until`, registering `deadline` (a later timer) with tokio's timer on the way.
-async fn sleep_registering(until: Instant, mut deadline: Pin<&mut Sleep>) {
-    let mut sleep = pin!(tokio::time::sleep_until(until));
+/// Sleep on `pause` until `until`, registering `deadline` (a later timer) with tokio's timer on
+/// the way.
+async fn sleep_registering(
+    mut pause: Pin<&mut Sleep>,
+    until: Instant,
+    mut deadline: Pin<&mut Sleep>,
+) {
+    pause.as_mut().reset(until);
     std::future::poll_fn(|cx| {
         // Polled only to register it: whether it has passed is the check's business.
         let _ = deadline.as_mut().poll(cx);
-        sleep.as_mut().poll(cx)
+        pause.as_mut().poll(cx)
     })
     .await;
 }
