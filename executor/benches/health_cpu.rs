@@ -1,7 +1,7 @@
 //! CPU cost of HTTP health checking: 10 health monitors, each checking `hearth-test-server`'s
 //! `/health` every second, for 60 s (set `HEARTH_BENCH_SECS` to change), measured with
-//! `getrusage(RUSAGE_SELF)` (user + system time of this process: the monitors, their pooled
-//! client and the runtime — not the server). Target: under 0.5 % of one core.
+//! `getrusage(RUSAGE_SELF)` (user + system time of this process: the monitors, their HTTP
+//! clients and the runtime — not the server). Target: under 0.5 % of one core.
 //!
 //! Run: `cargo bench -p hearth-executor --bench health_cpu`
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use hearth_executor::health::{HttpChecker, HttpProbe, PostOutcome, post_lifecycle};
+use hearth_executor::health::{HttpChecker, PostOutcome, post_lifecycle};
 
 mod support;
 
@@ -77,13 +77,13 @@ impl Server {
 }
 
 fn checker(port: u16, expected: &str, code: u16, timeout: Duration) -> HttpChecker {
-    HttpChecker::new(HttpProbe::new(), port, "/health", expected, code, timeout).unwrap()
+    HttpChecker::new(port, "/health", expected, code, timeout).unwrap()
 }
 
 #[tokio::test]
 async fn http_check_passes_on_expected_body_over_one_kept_alive_connection() -> TestResult {
     let server = Server::start(&["--health", "ok"]).await;
-    let c = checker(server.port, "ok", 200, Duration::from_secs(5));
+    let mut c = checker(server.port, "ok", 200, Duration::from_secs(5));
     assert_eq!(c.check().await, Ok(()));
     assert_eq!(c.check().await, Ok(()));
     assert_eq!(c.check().await, Ok(()));
@@ -92,7 +92,7 @@ async fn http_check_passes_on_expected_body_over_one_kept_alive_connection() -> 
         .iter()
         .filter(|l| l.starts_with("accept "))
         .count();
-    assert_eq!(accepts, 1, "checks must reuse the pooled connection");
+    assert_eq!(accepts, 1, "checks must reuse the kept connection");
     assert_eq!(
         server
             .log_lines()
@@ -107,13 +107,13 @@ async fn http_check_passes_on_expected_body_over_one_kept_alive_connection() -> 
 #[tokio::test]
 async fn http_check_fails_on_500_with_the_code_in_the_reason() -> TestResult {
     let server = Server::start(&["--health", "fail500"]).await;
-    let c = checker(server.port, "", 200, Duration::from_secs(5));
+    let mut c = checker(server.port, "", 200, Duration::from_secs(5));
     assert_eq!(
         c.check().await.unwrap_err(),
         "Response code differs from expected response (expected 200, got 500)"
     );
     // With the default expectation (body "ok"), the body decides.
-    let c = checker(server.port, "ok", 0, Duration::from_secs(5));
+    let mut c = checker(server.port, "ok", 0, Duration::from_secs(5));
     assert!(c.check().await.unwrap_err().starts_with("Response differs"));
     Ok(())
 }
@@ -121,7 +121,7 @@ async fn http_check_fails_on_500_with_the_code_in_the_reason() -> TestResult {
 #[tokio::test]
 async fn http_check_fails_on_wrong_body() -> TestResult {
     let server = Server::start(&["--health", "wrongbody"]).await;
-    let c = checker(server.port, "OK", 0, Duration::from_secs(5));
+    let mut c = checker(server.port, "OK", 0, Duration::from_secs(5));
     assert_eq!(
         c.check().await.unwrap_err(),
         "Response differs from expected response (expected \"ok\", got \"not ok\")"
@@ -132,7 +132,7 @@ async fn http_check_fails_on_wrong_body() -> TestResult {
 #[tokio::test]
 async fn http_check_times_out_against_a_server_that_never_answers() -> TestResult {
     let server = Server::start(&["--health", "hang"]).await;
-    let c = checker(server.port, "ok", 0, Duration::from_millis(300));
+    let mut c = checker(server.port, "ok", 0, Duration::from_millis(300));
     let started = std::time::Instant::now();
     let reason = c.check().await.unwrap_err();
     let took = started.elapsed();
@@ -148,7 +148,7 @@ async fn http_check_times_out_against_a_server_that_never_answers() -> TestResul
 #[tokio::test]
 async fn http_check_follows_health_mode_switches_at_run_time() -> TestResult {
     let server = Server::start(&["--health", "ok"]).await;
-    let c = checker(server.port, "ok", 0, Duration::from_secs(5));
+    let mut c = checker(server.port, "ok", 0, Duration::from_secs(5));
     assert_eq!(c.check().await, Ok(()));
     let switched = post_lifecycle(server.port, "/health/fail500", Duration::from_secs(5)).await;
     assert_eq!(switched, PostOutcome::Connected { status: Some(200) });
@@ -162,7 +162,7 @@ async fn http_check_reports_refused_connection() -> TestResult {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
     };
-    let c = checker(port, "ok", 0, Duration::from_secs(2));
+    let mut c = checker(port, "ok", 0, Duration::from_secs(2));
     let reason = c.check().await.unwrap_err();
     assert!(
         reason.starts_with(&format!("Failed to signal http://127.0.0.1:{port}/health")),
@@ -224,7 +224,7 @@ async fn test_server_logs_sigterm_and_exits_unless_told_to_ignore_it() -> TestRe
         assert!(std::time::Instant::now() < deadline, "SIGTERM not logged");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let c = checker(ignoring.port, "ok", 0, Duration::from_secs(5));
+    let mut c = checker(ignoring.port, "ok", 0, Duration::from_secs(5));
     assert_eq!(c.check().await, Ok(()));
     assert!(plain.log_lines().contains(&"signal SIGTERM".to_owned()));
     Ok(())

@@ -137,3 +137,22 @@ fn malformed_or_unreadable_snooze_file_snoozes_without_expiry() {
     assert!(watch.is_active());
     assert_eq!(watch.expires_ms(), None);
 }
+
+#[test]
+fn sandbox_made_after_the_watch_is_watched_once_it_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = dir.path().join("sandbox");
+    let mut watch = SnoozeWatch::new(&sandbox);
+    assert_eq!(watch.poll(0), None, "no sandbox, no snooze");
+    std::fs::create_dir(&sandbox).unwrap();
+    assert_eq!(watch.poll(0), None);
+    std::fs::write(sandbox.join(SNOOZE_FILE), "").unwrap();
+    assert_eq!(
+        watch.poll(0),
+        Some(HealthEvent::SnoozeStarted {
+            expires_ms: None,
+            detail: "file created".into()
+        })
+    );
+    assert_eq!(watch.poll(0), None, "unchanged: no new event");
+}

@@ -3,7 +3,7 @@
 //!
 //! * [`algorithm`]: the pure decision rules (grace attempts, successes to RUNNING, failure
 //!   limit, deadline), unit-tested on tables of outcomes.
-//! * [`http`]: the pooled HTTP checker and [`post_lifecycle`](http::post_lifecycle).
+//! * [`http`]: the keep-alive HTTP checker and [`post_lifecycle`](http::post_lifecycle).
 //! * [`shell`]: the `bash -c` checker, killed with its process group at the timeout.
 //! * [`snooze`]: the `.healthchecksnooze` file and its expiry.
 //! * [`HealthMonitor`]: one tokio task that runs checks every `interval`, applies the snooze and
@@ -14,6 +14,15 @@
 //! overlap. Between checks it sleeps on a timer — waking early only when an active snooze
 //! expires, to report its end on time. All timing goes through `tokio::time`.
 //!
+//! A check is meant to cost little: the checker is owned by the monitor's task and called in
+//! place (no task, no boxed future per check), the snooze file is one `fstatat` (read only when
+//! it changed), and an HTTP check is one write and one read on a kept connection. The monitor
+//! keeps two timers: the sleep to the next check, and that check's deadline (its start plus the
+//! timeout). The deadline is set when the sleep begins, not when the check starts: a timer
+//! registered while no earlier one is pending (as right after the sleep ended) makes tokio
+//! wake its driver at once, one more turn of the runtime per check. A healthy check thus wakes
+//! the task twice: at the sleep's end and when the response arrives.
+//!
 //! Events, in the order they happen:
 //! * `SnoozeStarted` / `SnoozeEnded`: every snooze transition (the executor records a
 //!   checkpoint `SnoozeEvent` for each). The snooze file is looked at before every check.
@@ -23,14 +32,14 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::Arc;
+use std::pin::{Pin, pin};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hearth_checkpoints::config::{HealthCheckConfig, HealthChecker};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::{Instant, Sleep};
 
 pub mod algorithm;
 pub mod http;
@@ -42,9 +51,13 @@ pub mod snooze;
 mod tests;
 
 pub use algorithm::{CheckOutcome, HealthAlgorithm, Verdict};
-pub use http::{HttpChecker, HttpProbe, PostOutcome, post_lifecycle};
+pub use http::{BoundedResponse, HttpChecker, HttpProbe, PostOutcome, post_lifecycle};
 pub use shell::ShellChecker;
 pub use snooze::{SNOOZE_FILE, SnoozeWatch};
+
+/// A check that starts this much later than planned has its deadline moved (tokio's timer
+/// counts in milliseconds anyway).
+const LATE: Duration = Duration::from_millis(1);
 
 /// Prefix of the reason of a task failed by its health check (Aurora's wording).
 pub const FAILED_HEALTH_CHECK: &str = "Failed health check!";
@@ -70,38 +83,48 @@ pub enum HealthError {
     /// An HTTP checker needs the task's `health` port.
     #[error("the http health check needs a health port, and the task has none")]
     NoHealthPort,
-    #[error("health-check endpoint {endpoint:?} does not form a valid URL")]
+    #[error("health-check endpoint {endpoint:?} cannot be requested: {problem}")]
     Endpoint {
         endpoint: String,
-        #[source]
-        source: hyper::http::uri::InvalidUri,
+        problem: &'static str,
     },
 }
 
-/// A boxed check future: `Ok(())` healthy, `Err(reason)` unhealthy.
-pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
-
-/// Something that can be checked. Implemented by the real checkers; tests use fakes.
-pub trait Probe: Send + Sync + 'static {
-    fn check(&self) -> CheckFuture<'_>;
+/// Something that can be checked: `Ok(())` healthy, `Err(reason)` unhealthy. Implemented by the
+/// real checkers; tests use fakes. The monitor owns its probe and runs one check at a time;
+/// `deadline` is the timer of the check's timeout (see [`Schedule`]), by which the check fails.
+pub trait Probe: Send + 'static {
+    fn check(
+        &mut self,
+        deadline: Pin<&mut Sleep>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 impl Probe for HttpChecker {
-    fn check(&self) -> CheckFuture<'_> {
-        Box::pin(HttpChecker::check(self))
+    fn check(
+        &mut self,
+        deadline: Pin<&mut Sleep>,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        self.check_until(deadline)
     }
 }
 
 impl Probe for ShellChecker {
-    fn check(&self) -> CheckFuture<'_> {
-        Box::pin(ShellChecker::check(self))
+    fn check(
+        &mut self,
+        deadline: Pin<&mut Sleep>,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        self.check_until(deadline)
     }
 }
 
 /// Timing of the monitor loop.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Schedule {
+    /// From the end of a check to the start of the next.
     pub interval: Duration,
+    /// From the start of a check to its deadline.
+    pub timeout: Duration,
 }
 
 /// Runs the health checks of one task in its own tokio task. Dropping it (or [`stop`]) stops
@@ -132,43 +155,38 @@ impl HealthMonitor {
         env: Vec<String>,
         creds: Option<(u32, u32, Vec<u32>)>,
     ) -> Result<(HealthMonitor, mpsc::Receiver<HealthEvent>), HealthError> {
-        let probe: Arc<dyn Probe> = match &cfg.checker {
+        let algorithm = HealthAlgorithm::from_config(cfg);
+        let schedule = Schedule {
+            interval: cfg.interval,
+            timeout: cfg.timeout,
+        };
+        let snooze = SnoozeWatch::new(&sandbox);
+        Ok(match &cfg.checker {
             HealthChecker::Http {
                 endpoint,
                 expected_response,
                 expected_response_code,
             } => {
                 let port = port.ok_or(HealthError::NoHealthPort)?;
-                Arc::new(HttpChecker::new(
-                    HttpProbe::new(),
+                let probe = HttpChecker::new(
                     port,
                     endpoint,
                     expected_response,
                     *expected_response_code,
                     cfg.timeout,
-                )?)
+                )?;
+                Self::start_with(probe, algorithm, schedule, snooze)
             }
-            HealthChecker::Shell { shell_command } => Arc::new(ShellChecker::new(
-                shell_command,
-                sandbox.clone(),
-                &env,
-                creds,
-                cfg.timeout,
-            )),
-        };
-        Ok(Self::start_with(
-            probe,
-            HealthAlgorithm::from_config(cfg),
-            Schedule {
-                interval: cfg.interval,
-            },
-            SnoozeWatch::new(&sandbox),
-        ))
+            HealthChecker::Shell { shell_command } => {
+                let probe = ShellChecker::new(shell_command, sandbox, &env, creds, cfg.timeout);
+                Self::start_with(probe, algorithm, schedule, snooze)
+            }
+        })
     }
 
     /// Start with any probe (the seam tests use).
-    pub fn start_with(
-        probe: Arc<dyn Probe>,
+    pub fn start_with<P: Probe>(
+        probe: P,
         algorithm: HealthAlgorithm,
         schedule: Schedule,
         snooze: SnoozeWatch,
@@ -196,34 +214,38 @@ impl Drop for HealthMonitor {
     }
 }
 
-/// Look at the snooze file (a stat, and a small read when it changed) on tokio's blocking pool,
-/// not on the executor's one runtime thread. `None` when the runtime is shutting down.
-async fn poll_snooze(mut snooze: SnoozeWatch) -> Option<(SnoozeWatch, Option<HealthEvent>)> {
+/// Look at the snooze file: a stat in place, and, only when the file changed, a small read on
+/// tokio's blocking pool (not on the executor's one runtime thread). `None` when the runtime is
+/// shutting down.
+async fn poll_snooze(snooze: &mut SnoozeWatch) -> Option<Option<HealthEvent>> {
     let now = wall_ms();
-    match tokio::task::spawn_blocking(move || {
-        let event = snooze.poll(now);
-        (snooze, event)
-    })
-    .await
-    {
-        Ok(polled) => Some(polled),
+    let read = match snooze.look(now) {
+        Ok(event) => return Some(event),
+        Err(read) => read,
+    };
+    match tokio::task::spawn_blocking(move || read.read()).await {
+        Ok(found) => Some(snooze.apply(found, now)),
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => None,
     }
 }
 
-async fn run(
-    probe: Arc<dyn Probe>,
+async fn run<P: Probe>(
+    mut probe: P,
     mut algorithm: HealthAlgorithm,
     schedule: Schedule,
     mut snooze: SnoozeWatch,
     tx: mpsc::Sender<HealthEvent>,
 ) {
+    // The deadline of the check to come: see the module's documentation for why it is set
+    // before the wait for that check, and not when it starts.
+    let mut deadline = pin!(tokio::time::sleep(schedule.timeout));
+    // The sleep between checks, one timer reset each time.
+    let mut pause = pin!(tokio::time::sleep_until(Instant::now()));
     loop {
-        let Some((polled, event)) = poll_snooze(snooze).await else {
+        let Some(event) = poll_snooze(&mut snooze).await else {
             return;
         };
-        snooze = polled;
         if let Some(event) = event
             && tx.send(event).await.is_err()
         {
@@ -232,7 +254,12 @@ async fn run(
         let outcome = if snooze.is_active() {
             CheckOutcome::Snoozed
         } else {
-            match probe.check().await {
+            // A check that starts late (a busy runtime) still gets all of its timeout.
+            let full = Instant::now() + schedule.timeout;
+            if full > deadline.deadline() + LATE {
+                deadline.as_mut().reset(full);
+            }
+            match probe.check(deadline.as_mut()).await {
                 Ok(()) => CheckOutcome::Healthy,
                 Err(reason) => {
                     tracing::warn!(%reason, "health check failed");
@@ -254,18 +281,20 @@ async fn run(
             Verdict::Starting | Verdict::Running => {}
         }
         // Wait for the next check; wake early only to report a snooze expiring.
-        let next = tokio::time::Instant::now() + schedule.interval;
+        let next = Instant::now() + schedule.interval;
+        // Replaced, not reset: a pending timer moved later stays in tokio's wheel at its old
+        // place, and the driver would wake there for nothing.
+        deadline.set(tokio::time::sleep_until(next + schedule.timeout));
         while let Some(expires) = snooze.expires_ms() {
             let wait_ms = u64::try_from(expires.saturating_sub(wall_ms())).unwrap_or(0);
-            let wake = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+            let wake = Instant::now() + Duration::from_millis(wait_ms);
             if wake >= next {
                 break;
             }
-            tokio::time::sleep_until(wake).await;
-            let Some((polled, event)) = poll_snooze(snooze).await else {
+            sleep_registering(pause.as_mut(), wake, deadline.as_mut()).await;
+            let Some(event) = poll_snooze(&mut snooze).await else {
                 return;
             };
-            snooze = polled;
             if let Some(event) = event
                 && tx.send(event).await.is_err()
             {
@@ -276,6 +305,22 @@ async fn run(
                 break;
             }
         }
-        tokio::time::sleep_until(next).await;
+        sleep_registering(pause.as_mut(), next, deadline.as_mut()).await;
     }
+}
+
+/// Sleep on `pause` until `until`, registering `deadline` (a later timer) with tokio's timer on
+/// the way.
+async fn sleep_registering(
+    mut pause: Pin<&mut Sleep>,
+    until: Instant,
+    mut deadline: Pin<&mut Sleep>,
+) {
+    pause.as_mut().reset(until);
+    std::future::poll_fn(|cx| {
+        // Polled only to register it: whether it has passed is the check's business.
+        let _ = deadline.as_mut().poll(cx);
+        pause.as_mut().poll(cx)
+    })
+    .await;
 }

@@ -9,12 +9,14 @@
 //! processes (see [`crate::spawn::switch_credentials`]). Its output is discarded.
 
 use std::path::PathBuf;
+use std::pin::{Pin, pin};
 use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::Command;
+use tokio::time::Sleep;
 
 /// One shell health check.
 #[derive(Debug, Clone)]
@@ -52,6 +54,13 @@ impl ShellChecker {
 
     /// Run the check: `Ok(())` when healthy, else the reason.
     pub async fn check(&self) -> Result<(), String> {
+        let deadline = pin!(tokio::time::sleep(self.timeout));
+        self.check_until(deadline).await
+    }
+
+    /// [`check`](Self::check), bounded by `deadline`: a timer the caller set the check's
+    /// timeout after its start.
+    pub async fn check_until(&self, deadline: Pin<&mut Sleep>) -> Result<(), String> {
         let mut cmd = Command::new("/bin/bash");
         cmd.arg("-c")
             .arg(&self.command)
@@ -75,7 +84,11 @@ impl ShellChecker {
                 .and_then(|id| i32::try_from(id).ok())
                 .map(Pid::from_raw),
         );
-        let waited = tokio::time::timeout(self.timeout, child.wait()).await;
+        let waited = tokio::select! {
+            biased;
+            status = child.wait() => Ok(status),
+            () = deadline => Err(()),
+        };
         match waited {
             Ok(Ok(status)) if status.success() => {
                 // Kill whatever the command left running in its group.

@@ -18,9 +18,13 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 
 use super::HealthEvent;
 
@@ -192,25 +196,69 @@ pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
 
 /// Identity of one version of the file: changes when it is rewritten or touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub struct Stamp {
     ino: u64,
     len: u64,
     mtime_ns: i128,
 }
 
+/// The stamp of a file that could not be looked at.
+const NO_STAMP: Stamp = Stamp {
+    ino: 0,
+    len: 0,
+    mtime_ns: 0,
+};
+
 /// Tracks the snooze file and reports its transitions.
+///
+/// The sandbox directory is opened once (an `O_PATH` descriptor, at the first look) and the
+/// file is looked at with one `fstatat` of its name under it: no path walk per check. The file
+/// is read only when that stat differs from the last one (it appeared, or its inode, size or
+/// modification time changed).
 #[derive(Debug)]
 pub struct SnoozeWatch {
+    sandbox: PathBuf,
     path: PathBuf,
+    /// The sandbox directory, once opened.
+    dir: Option<Arc<OwnedFd>>,
     /// The version of the file last parsed, with what it said.
     seen: Option<(Stamp, SnoozeSpec)>,
     active: bool,
 }
 
+/// A snooze file that changed and must be read: [`SnoozeRead::read`] (blocking), then
+/// [`SnoozeWatch::apply`].
+#[derive(Debug)]
+pub struct SnoozeRead {
+    dir: Arc<OwnedFd>,
+    stamp: Stamp,
+    mtime_ms: i64,
+}
+
+impl SnoozeRead {
+    /// Read and parse the file. Blocking (a small read); any failure to read becomes a
+    /// warning, never an error.
+    pub fn read(self) -> (Stamp, SnoozeSpec) {
+        (self.stamp, read_spec(&self.dir, self.mtime_ms))
+    }
+}
+
+/// What one stat found.
+enum Look {
+    Gone,
+    /// There, and not a directory.
+    Present(Stamp, i64),
+    /// Could not tell whether it is there: why.
+    Unknown(std::io::Error),
+}
+
 impl SnoozeWatch {
+    /// Watch `<sandbox>/.healthchecksnooze`. Nothing is opened yet.
     pub fn new(sandbox: &Path) -> Self {
         SnoozeWatch {
+            sandbox: sandbox.to_owned(),
             path: sandbox.join(SNOOZE_FILE),
+            dir: None,
             seen: None,
             active: false,
         }
@@ -233,41 +281,54 @@ impl SnoozeWatch {
         self.seen.as_ref().and_then(|(_, spec)| spec.expires_ms)
     }
 
-    /// Look at the file at wall-clock time `now_ms`; returns the transition, if any. Blocking (a
-    /// stat, and a small read when the file changed).
-    #[allow(clippy::disallowed_methods)] // the health loop calls it through spawn_blocking
+    /// Look at the file at wall-clock time `now_ms`; returns the transition, if any. Blocking
+    /// (a stat, and a small read when the file changed): [`look`](Self::look) and
+    /// [`apply`](Self::apply) split it for a caller that must not block on the read.
     pub fn poll(&mut self, now_ms: i64) -> Option<HealthEvent> {
-        let meta = match fs::metadata(&self.path) {
-            Ok(m) if !m.is_dir() => m,
-            Ok(_) => return self.gone(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.gone(),
-            Err(e) => {
+        match self.look(now_ms) {
+            Ok(event) => event,
+            Err(read) => {
+                let found = read.read();
+                self.apply(found, now_ms)
+            }
+        }
+    }
+
+    /// Stat the file at wall-clock time `now_ms`: `Ok` with the transition, if any, when that
+    /// was enough; `Err` with what to read when the file changed.
+    ///
+    /// It does block, but only for one `fstatat` of one name in an open directory (and, the
+    /// first time, one `open` of the sandbox): as cheap as the system calls the runtime makes
+    /// anyway, so it is run in place rather than on the blocking pool.
+    pub fn look(&mut self, now_ms: i64) -> Result<Option<HealthEvent>, SnoozeRead> {
+        let look = match open_dir(&mut self.dir, &self.sandbox) {
+            Ok(dir) => match stat_snooze(dir) {
+                Look::Present(stamp, mtime_ms)
+                    if self.seen.as_ref().is_none_or(|(seen, _)| *seen != stamp) =>
+                {
+                    return Err(SnoozeRead {
+                        dir: Arc::clone(dir),
+                        stamp,
+                        mtime_ms,
+                    });
+                }
+                look => look,
+            },
+            Err(look) => look,
+        };
+        Ok(match look {
+            Look::Gone => self.gone(),
+            // The version already parsed.
+            Look::Present(..) => self.transition(false, now_ms),
+            Look::Unknown(e) => {
                 // Exists or not, we cannot tell: err on the side of the operator's snooze.
                 let spec = SnoozeSpec {
                     expires_ms: None,
                     warning: Some(format!("unreadable file: {e}; snoozed until it is removed")),
                 };
-                let stamp = Stamp {
-                    ino: 0,
-                    len: 0,
-                    mtime_ns: 0,
-                };
-                return self.present(stamp, spec, now_ms);
+                self.apply((NO_STAMP, spec), now_ms)
             }
-        };
-        let stamp = Stamp {
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        };
-        let spec = match &self.seen {
-            Some((s, spec)) if *s == stamp => spec.clone(),
-            _ => read_spec(
-                &self.path,
-                meta.mtime() * 1000 + meta.mtime_nsec() / 1_000_000,
-            ),
-        };
-        self.present(stamp, spec, now_ms)
+        })
     }
 
     fn gone(&mut self) -> Option<HealthEvent> {
@@ -281,48 +342,93 @@ impl SnoozeWatch {
         None
     }
 
-    fn present(&mut self, stamp: Stamp, spec: SnoozeSpec, now_ms: i64) -> Option<HealthEvent> {
-        let changed = self.seen.as_ref().is_none_or(|(s, _)| *s != stamp);
+    /// Take in what a version of the file says (from [`SnoozeRead::read`]) at wall-clock time
+    /// `now_ms`; returns the transition, if any.
+    pub fn apply(&mut self, found: (Stamp, SnoozeSpec), now_ms: i64) -> Option<HealthEvent> {
+        let changed = self.seen.as_ref().is_none_or(|(seen, _)| *seen != found.0);
+        // An expired version stays "seen": it must not restart the snooze on the next poll.
+        self.seen = Some(found);
+        self.transition(changed, now_ms)
+    }
+
+    /// The transition the version in `seen` makes at `now_ms`; `changed` when it was just read.
+    fn transition(&mut self, changed: bool, now_ms: i64) -> Option<HealthEvent> {
+        let (_, spec) = self.seen.as_ref()?;
         let expired = spec.expires_ms.is_some_and(|at| at <= now_ms);
-        let event = match (self.active, expired, changed) {
-            (true, true, _) => {
-                self.active = false;
+        let started = |default: &str| HealthEvent::SnoozeStarted {
+            expires_ms: spec.expires_ms,
+            detail: spec.warning.clone().unwrap_or_else(|| default.into()),
+        };
+        let (active, event) = match (self.active, expired, changed) {
+            (true, true, _) => (
+                false,
                 Some(HealthEvent::SnoozeEnded {
                     detail: "expired".into(),
-                })
-            }
-            (false, false, _) => {
-                self.active = true;
-                let detail = spec
-                    .warning
-                    .clone()
-                    .unwrap_or_else(|| "file created".into());
-                Some(HealthEvent::SnoozeStarted {
-                    expires_ms: spec.expires_ms,
-                    detail,
-                })
-            }
-            (true, false, true) => Some(HealthEvent::SnoozeStarted {
-                expires_ms: spec.expires_ms,
-                detail: spec
-                    .warning
-                    .clone()
-                    .unwrap_or_else(|| "file changed".into()),
-            }),
-            _ => None,
+                }),
+            ),
+            (false, false, _) => (true, Some(started("file created"))),
+            (true, false, true) => (true, Some(started("file changed"))),
+            (active, _, _) => (active, None),
         };
-        // An expired version stays "seen": it must not restart the snooze on the next poll.
-        self.seen = Some((stamp, spec));
+        self.active = active;
         event
     }
 }
 
-/// Read and parse the file; any failure to read becomes a warning, never an error.
-#[allow(clippy::disallowed_methods)] // reached from `SnoozeWatch::poll` only
-fn read_spec(path: &Path, mtime_ms: i64) -> SnoozeSpec {
+/// The sandbox's descriptor in `slot`, opened (`O_PATH`) when it is not yet; when it cannot be,
+/// what that says of the snooze file.
+fn open_dir<'a>(
+    slot: &'a mut Option<Arc<OwnedFd>>,
+    sandbox: &Path,
+) -> Result<&'a Arc<OwnedFd>, Look> {
+    if let Some(dir) = slot {
+        return Ok(dir);
+    }
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    match rustix::fs::open(sandbox, flags, Mode::empty()) {
+        Ok(fd) => Ok(slot.insert(Arc::new(fd))),
+        // No sandbox (yet), no snooze; it is opened again at the next look.
+        Err(Errno::NOENT) => Err(Look::Gone),
+        Err(e) => Err(Look::Unknown(e.into())),
+    }
+}
+
+/// One stat of the snooze file's name under the sandbox's descriptor.
+fn stat_snooze(dir: &OwnedFd) -> Look {
+    match rustix::fs::statat(dir, SNOOZE_FILE, AtFlags::empty()) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => Look::Gone,
+        Ok(st) => {
+            let secs = st.st_mtime;
+            // Below 10^9: always fits.
+            let nanos = i64::try_from(st.st_mtime_nsec).unwrap_or(0);
+            let stamp = Stamp {
+                ino: st.st_ino,
+                len: u64::try_from(st.st_size).unwrap_or(0),
+                mtime_ns: i128::from(secs) * 1_000_000_000 + i128::from(nanos),
+            };
+            Look::Present(stamp, secs * 1000 + nanos / 1_000_000)
+        }
+        Err(Errno::NOENT) => Look::Gone,
+        Err(e) => Look::Unknown(e.into()),
+    }
+}
+
+/// Read and parse the file under the sandbox's descriptor; any failure to read becomes a
+/// warning, never an error. Blocking: reached through [`SnoozeRead::read`] only.
+fn read_spec(dir: &OwnedFd, mtime_ms: i64) -> SnoozeSpec {
     let mut text = String::new();
-    let read =
-        fs::File::open(path).and_then(|f| f.take(MAX_SNOOZE_BYTES).read_to_string(&mut text));
+    let read = rustix::fs::openat(
+        dir,
+        SNOOZE_FILE,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)
+    .and_then(|fd| {
+        fs::File::from(fd)
+            .take(MAX_SNOOZE_BYTES)
+            .read_to_string(&mut text)
+    });
     match read {
         Ok(_) => parse_snooze(&text, mtime_ms),
         Err(e) => SnoozeSpec {

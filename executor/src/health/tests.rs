@@ -1,8 +1,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::algorithm::NOT_ENOUGH_SUCCESSES;
 use super::*;
@@ -130,8 +130,11 @@ impl Scripted {
     }
 }
 
-impl Probe for Scripted {
-    fn check(&self) -> CheckFuture<'_> {
+impl Probe for Arc<Scripted> {
+    fn check(
+        &mut self,
+        _deadline: Pin<&mut Sleep>,
+    ) -> impl Future<Output = Result<(), String>> + Send {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let next = self
             .script
@@ -139,7 +142,7 @@ impl Probe for Scripted {
             .unwrap()
             .pop_front()
             .unwrap_or_else(|| self.then.clone());
-        Box::pin(async move { next })
+        std::future::ready(next)
     }
 }
 
@@ -154,6 +157,7 @@ fn monitor(
         a,
         Schedule {
             interval: Duration::from_secs(interval_secs),
+            timeout: Duration::from_secs(1),
         },
         SnoozeWatch::new(sandbox),
     )
@@ -187,6 +191,47 @@ async fn monitor_reports_unhealthy_once_with_prefixed_reason_then_stops() {
     assert_eq!(rx.recv().await, None);
     assert!(m.is_finished());
     assert_eq!(probe.calls(), 3);
+}
+
+/// A probe whose checks never get an answer: each fails at its deadline, noting when.
+struct Unanswered {
+    started: tokio::time::Instant,
+    failed_at: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl Probe for Unanswered {
+    async fn check(&mut self, deadline: Pin<&mut Sleep>) -> Result<(), String> {
+        deadline.await;
+        self.failed_at.lock().unwrap().push(self.started.elapsed());
+        Err("timed out".into())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_check_gets_its_timeout_from_its_start_and_the_interval_from_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let failed_at = Arc::new(Mutex::new(Vec::new()));
+    let probe = Unanswered {
+        started: tokio::time::Instant::now(),
+        failed_at: failed_at.clone(),
+    };
+    let schedule = Schedule {
+        interval: Duration::from_secs(10),
+        timeout: Duration::from_secs(3),
+    };
+    let (_m, mut rx) = HealthMonitor::start_with(
+        probe,
+        alg(0, 10, 2, 1),
+        schedule,
+        SnoozeWatch::new(dir.path()),
+    );
+    assert!(matches!(
+        rx.recv().await,
+        Some(HealthEvent::Unhealthy { .. })
+    ));
+    // Checks start at 0, 13 and 26 s; each fails 3 s later.
+    let secs = |s| Duration::from_secs(s);
+    assert_eq!(*failed_at.lock().unwrap(), [secs(3), secs(16), secs(29)]);
 }
 
 #[tokio::test(start_paused = true)]
