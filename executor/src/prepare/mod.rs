@@ -223,8 +223,9 @@ pub fn prepare_with_token_file(
     let runner_path = root.runner_path(&task_id);
     // Where the task's cgroup goes: a fresh start records it in its launch file, a recovering one
     // reads it from there.
-    let plan = plan_cgroup(opts, &ckpt_dir, &task_id, existing.is_some())?;
-    let (writer, header, replay, recovering) = match existing {
+    let recovering = existing.is_some();
+    let plan = plan_cgroup(opts, &ckpt_dir, &task_id, recovering)?;
+    let (writer, header, replay) = match existing {
         Some(_) => {
             let (w, replayed) = CheckpointWriter::open_append(&runner_path).map_err(|source| {
                 PrepareError::Checkpoint {
@@ -233,7 +234,7 @@ pub fn prepare_with_token_file(
                 }
             })?;
             let header = replayed.replay.header.clone().unwrap_or_default();
-            (w, header, replayed.replay, true)
+            (w, header, replayed.replay)
         }
         None => {
             let header = RunnerHeader {
@@ -289,7 +290,7 @@ pub fn prepare_with_token_file(
                 // Our own records in the order we write them: they always apply.
                 let _ = replay.apply(record);
             }
-            (w, header, replay, false)
+            (w, header, replay)
         }
     };
 
