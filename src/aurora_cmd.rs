@@ -3,8 +3,8 @@
 //! (`src/job.rs`).
 //!
 //! The evaluation runs in another executable, `hearth-aurora` (`src/bin/hearth-aurora.rs`), found
-//! beside `hearth` or else on `PATH`: the evaluator is most of the code there is, and `hearth`
-//! itself is what each task's executor and keeper run for the task's whole life.
+//! beside `hearth` or else on `PATH`: the evaluator is most of the code there is, and every
+//! command that starts `hearth` (or `hearth-executor`) would pay for it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};

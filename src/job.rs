@@ -210,8 +210,8 @@ fn dispatch(cmd: JobCommand) -> anyhow::Result<ExitCode> {
 /// Read the job `key` from a config: an Aurora job JSON, or an `.aurora` file evaluated with
 /// `binds` (`--bind NAME=VALUE`). The task part is validated as `hearth run` would.
 pub fn load_job_config(path: &Path, key: &JobKey, binds: &[String]) -> anyhow::Result<Value> {
-    let value = if crate::aurora_cmd::is_aurora_file(path) {
-        crate::aurora_cmd::job_json(path, &key.to_string(), binds).map_err(UsageError)?
+    let value = if hearth::aurora_cmd::is_aurora_file(path) {
+        hearth::aurora_cmd::job_json(path, &key.to_string(), binds).map_err(UsageError)?
     } else {
         if !binds.is_empty() {
             return Err(UsageError(format!(
@@ -249,9 +249,9 @@ pub fn load_job_config(path: &Path, key: &JobKey, binds: &[String]) -> anyhow::R
 
 /// `job inspect KEY CONFIG`: the job as read from a file, without a scheduler.
 fn inspect_file(key: &JobKey, path: &Path, binds: &[String], json: bool) -> anyhow::Result<()> {
-    if crate::aurora_cmd::is_aurora_file(path) {
+    if hearth::aurora_cmd::is_aurora_file(path) {
         let value =
-            crate::aurora_cmd::job_json(path, &key.to_string(), binds).map_err(UsageError)?;
+            hearth::aurora_cmd::job_json(path, &key.to_string(), binds).map_err(UsageError)?;
         if json {
             return output::print_json(&value);
         }

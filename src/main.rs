@@ -7,7 +7,6 @@
 
 mod agent_cmd;
 mod args;
-mod aurora_cmd;
 mod client;
 mod dev;
 mod host;
@@ -21,11 +20,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use hearth::{aurora_cmd, logging, run_cmd};
 use hearth_checkpoints::root::{self, Root, RootError};
 use hearth_checkpoints::{error_chain, inspect};
 use regex::Regex;
-
-mod logging;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,63 +66,7 @@ enum Command {
     /// Exit status: 0 SUCCESS, 1 FAILED, 2 invalid config or usage (nothing is created),
     /// 3 KILLED, 4 LOST (the executor could not go on).
     #[command(verbatim_doc_comment)]
-    Run {
-        /// The task config (Aurora job, MesosTaskInstance or Thermos task JSON, or an `.aurora`
-        /// file with --job).
-        config: PathBuf,
-        /// For an `.aurora` config: the job to run, cluster/role/environment/name.
-        #[arg(long)]
-        job: Option<String>,
-        /// For an `.aurora` config: bind a template variable, NAME=VALUE (repeatable).
-        #[arg(long = "bind")]
-        binds: Vec<String>,
-        /// Checkpoint root [default: /var/run/hearth as root, else $XDG_RUNTIME_DIR/hearth].
-        #[arg(long)]
-        root: Option<PathBuf>,
-        /// Sandbox directory [default: <root>/sandboxes/<task id>].
-        #[arg(long)]
-        sandbox: Option<PathBuf>,
-        /// Task id [default: <role>-<env>-<name>[-<instance>]-<launch ms>-<suffix>].
-        #[arg(long)]
-        task_id: Option<String>,
-        /// A port given by the agent, NAME=PORT (repeatable); other named ports are allocated.
-        #[arg(long = "port", value_parser = parse_port)]
-        ports: Vec<(String, u16)>,
-        /// The instance number bound to {{mesos.instance}}.
-        #[arg(long)]
-        instance: Option<u32>,
-        /// The host name bound to {{mesos.hostname}} [default: this host's name].
-        #[arg(long)]
-        hostname: Option<String>,
-        /// Run the processes as this user (as root) [default: the job's role].
-        #[arg(long, conflicts_with = "no_setuid")]
-        user: Option<String>,
-        /// Run the processes as the executor's own user.
-        #[arg(long)]
-        no_setuid: bool,
-        /// Print progress as JSON lines.
-        #[arg(long)]
-        json: bool,
-        /// Take over a task whose executor is still alive (it is killed first).
-        #[arg(long)]
-        force: bool,
-        /// The parent cgroup the task's cgroup is created under, relative to the cgroup mount
-        /// root(s) [default: `hearth`, or `<delegated>/hearth` when this runs inside a cgroup
-        /// systemd delegated (cgroup v2, Delegate=yes); see ARCHITECTURE.md].
-        #[arg(long)]
-        cgroup_parent: Option<String>,
-        /// Do not use cgroups: process groups and a subreaper only (no limits, no OOM reasons).
-        #[arg(long)]
-        no_cgroups: bool,
-        /// Report status updates (STARTING, RUNNING, FINISHED, ...) to this scheduler
-        /// (`http://host:port`); undelivered ones are re-sent after a restart.
-        #[arg(long)]
-        scheduler: Option<String>,
-        /// Send `Authorization: Bearer <first line of this file>` with status reports (the
-        /// agent's token, when the scheduler has agent tokens).
-        #[arg(long, requires = "scheduler")]
-        scheduler_token_file: Option<PathBuf>,
-    },
+    Run(run_cmd::RunArgs),
     /// Tear a running task down and wait until it has ended; prints its final state.
     ///
     /// The task's executor escalates: POST /quitquitquit and /abortabortabort when the task has
@@ -248,7 +190,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    // `hearth run` hands over to `hearth-executor`, which installs its own logging; this process
+    // installs it only if it keeps the run.
+    if !matches!(cli.command, Command::Run(_)) {
+        logging::init(cli.log_format);
+    }
     match cli.command {
         Command::Validate {
             config,
@@ -268,56 +214,7 @@ fn main() -> ExitCode {
                 validate(&config, json)
             }
         }
-        Command::Run {
-            config,
-            job,
-            binds,
-            root,
-            sandbox,
-            task_id,
-            ports,
-            instance,
-            hostname,
-            user,
-            no_setuid,
-            json,
-            force,
-            cgroup_parent,
-            no_cgroups,
-            scheduler,
-            scheduler_token_file,
-        } => {
-            // An `.aurora` config is evaluated first; its job's JSON is what runs.
-            let materialized = match run_config(&config, job.as_deref(), &binds) {
-                Ok(m) => m,
-                Err(message) => {
-                    eprintln!("hearth: {message}");
-                    return ExitCode::from(2);
-                }
-            };
-            let config = materialized.as_ref().map_or(config, |m| m.path.clone());
-            let opts = hearth_executor::RunOptions {
-                config,
-                root,
-                sandbox,
-                task_id,
-                ports,
-                instance,
-                hostname,
-                user,
-                no_setuid,
-                json,
-                force,
-                cgroup_parent,
-                no_cgroups,
-                scheduler,
-                kill_on_start: false,
-            };
-            ExitCode::from(hearth_executor::run_with_token_file(
-                &opts,
-                scheduler_token_file.as_deref(),
-            ))
-        }
+        Command::Run(args) => run_cmd::hand_over(args, cli.log_format),
         Command::Snooze {
             task_id,
             root,
@@ -356,39 +253,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// The JSON config `hearth run` runs: for an `.aurora` file, its job `--job` written to a
-/// temporary file (removed when the run ends); for JSON, nothing to do.
-fn run_config(
-    config: &std::path::Path,
-    job: Option<&str>,
-    binds: &[String],
-) -> Result<Option<aurora_cmd::Materialized>, String> {
-    if !aurora_cmd::is_aurora_file(config) {
-        if job.is_some() || !binds.is_empty() {
-            return Err(format!(
-                "--job and --bind apply to .aurora configs; {} is JSON",
-                config.display()
-            ));
-        }
-        return Ok(None);
-    }
-    let key = job.ok_or_else(|| {
-        let known = aurora_cmd::evaluate(config, None, binds)
-            .map(|jobs| {
-                jobs.iter()
-                    .map(|j| j.key.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
-        format!(
-            "{}: an .aurora config needs --job cluster/role/environment/name (it defines: {known})",
-            config.display()
-        )
-    })?;
-    aurora_cmd::Materialized::new(config, key, binds).map(Some)
-}
-
 fn validate(path: &std::path::Path, json: bool) -> ExitCode {
     match hearth_checkpoints::config::load(path) {
         Ok(task) => {
@@ -410,19 +274,6 @@ fn validate(path: &std::path::Path, json: bool) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn parse_port(s: &str) -> Result<(String, u16), String> {
-    let (name, port) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected NAME=PORT, got {s:?}"))?;
-    if name.is_empty() {
-        return Err(format!("empty port name in {s:?}"));
-    }
-    let port = port
-        .parse::<u16>()
-        .map_err(|e| format!("port of {name:?} is not a number from 0 to 65535: {e}"))?;
-    Ok((name.to_owned(), port))
 }
 
 /// Run a command of `hearth_executor::control` against a root, printing what it returns.

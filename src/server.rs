@@ -36,7 +36,6 @@ pub fn serve_scheduler(
     cfg.backups_kept = args.backups_kept;
     cfg.placement_retry_initial = args.placement_retry_initial;
     cfg.placement_retry_max = args.placement_retry_max;
-    init_tracing();
     // The server logs "scheduler listening on http://ADDR" once it has bound the address.
     runtime()?
         .block_on(hearth_scheduler::serve(cfg, shutdown_signal()))
@@ -70,7 +69,6 @@ pub fn run_agent(args: &AgentArgs) -> anyhow::Result<()> {
         cfg.token = token;
     }
     cfg.extra_run_args.clone_from(&args.run_args);
-    init_tracing();
     // Before any executor starts (and before the runtime's threads): they inherit our cgroup.
     hearth_agent::settle_task_cgroups(&cfg.extra_run_args);
     let name = cfg.name.clone();
@@ -94,18 +92,6 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
     }
-}
-
-/// Logs to stderr (colours only on a terminal); `RUST_LOG` picks the level (default `info`).
-pub fn init_tracing() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// An error and its causes, `: `-separated, leaving out a cause whose text the message before

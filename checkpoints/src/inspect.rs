@@ -479,7 +479,7 @@ fn format_time_secs(secs: f64) -> String {
 }
 
 /// Milliseconds since the epoch as UTC RFC 3339 with milliseconds (`2012-05-23T20:34:46.123Z`).
-fn format_time_ms(ms: i64) -> String {
+pub fn format_time_ms(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let milli = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
