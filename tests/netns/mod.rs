@@ -322,7 +322,7 @@ impl Cluster {
             }
         }
         let child = cmd
-            .env("RUST_LOG", "info")
+            .env("HEARTH_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -419,7 +419,7 @@ impl Cluster {
             .open(a.log())
             .unwrap();
         let child = cmd
-            .env("RUST_LOG", "info")
+            .env("HEARTH_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
