@@ -148,8 +148,10 @@ pub struct CheckpointWriter {
     file: File,
     path: PathBuf,
     pending: Vec<u8>,
-    /// Bytes were written since the last fsync.
-    unsynced: bool,
+    /// The bytes written since the last successful fsync, kept until one succeeds: a file
+    /// system that fails the fsync (and comes back, say, checked and mounted afresh) may have
+    /// dropped them, and [`CheckpointWriter::recover`] writes again what it no longer holds.
+    unsynced: Vec<u8>,
     fsyncs: u64,
     poisoned: bool,
     /// Bytes of the file that `pending` follows (the file's length as this writer left it).
@@ -206,7 +208,7 @@ impl CheckpointWriter {
             file,
             path: path.to_owned(),
             pending: file_header().to_vec(),
-            unsynced: false,
+            unsynced: Vec::new(),
             fsyncs: 0,
             poisoned: false,
             written: 0,
@@ -257,7 +259,7 @@ impl CheckpointWriter {
             file,
             path: path.to_owned(),
             pending: Vec::new(),
-            unsynced: false,
+            unsynced: Vec::new(),
             fsyncs: 0,
             poisoned: false,
             written: bytes.len() as u64,
@@ -323,7 +325,7 @@ impl CheckpointWriter {
     /// appended so far is durable.
     pub fn commit(&mut self) -> Result<(), CheckpointError> {
         self.write_out()?;
-        if !self.unsynced {
+        if self.unsynced.is_empty() {
             return Ok(());
         }
         self.sync()
@@ -346,38 +348,56 @@ impl CheckpointWriter {
             });
         }
         self.written += self.pending.len() as u64;
-        self.pending.clear();
-        self.unsynced = true;
+        if self.unsynced.is_empty() {
+            std::mem::swap(&mut self.unsynced, &mut self.pending);
+        } else {
+            self.unsynced.append(&mut self.pending);
+        }
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), CheckpointError> {
         self.fsyncs += 1;
-        self.unsynced = false;
-        self.file.sync_data().map_err(|source| {
-            self.poisoned = true;
-            CheckpointError::Io {
-                op: "fsync",
-                path: self.path.clone(),
-                source,
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.unsynced.clear();
+                Ok(())
             }
-        })
+            Err(source) => {
+                self.poisoned = true;
+                Err(CheckpointError::Io {
+                    op: "fsync",
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
     }
 
-    /// After a failed write or fsync (a full disk, a read-only remount): reopen the stream as
-    /// [`CheckpointWriter::open_append`] does — replay it, cut back a partial frame the failure
-    /// left — keep buffered every frame that did not reach the file, and clear the poison, so
-    /// that the next [`CheckpointWriter::commit`] writes them after the last whole frame. Frames
-    /// that did reach the file are fsynced by that commit. On failure the writer stays poisoned
-    /// and keeps buffering; call again later.
+    /// After a failed write or fsync (a full disk, a read-only remount, a file system checked
+    /// and mounted afresh): reopen the stream as [`CheckpointWriter::open_append`] does — replay
+    /// it, cut back a partial frame the failure left — keep buffered every frame since the last
+    /// successful fsync that the file no longer holds, and clear the poison, so that the next
+    /// [`CheckpointWriter::commit`] writes them after the last whole frame. Frames that are in
+    /// the file are fsynced by that commit. On failure the writer stays poisoned and keeps
+    /// buffering; call again later.
+    ///
+    /// Bytes an fsync had made durable are not kept: a file that lost them (shorter than the
+    /// last synced length) was damaged by its file system, and the frames held are written
+    /// after what is left.
     pub fn recover(&mut self) -> Result<(), CheckpointError> {
         let (mut fresh, _) = Self::open_append(&self.path)?;
-        let landed = fresh.written.saturating_sub(self.written);
+        let synced = self.written.saturating_sub(self.unsynced.len() as u64);
+        // What this writer holds beyond the last fsync: written but unsynced, then buffered.
+        let mut held = std::mem::take(&mut self.unsynced);
+        held.append(&mut self.pending);
+        // Of that, what the reopened file has (whole frames: a partial one was cut back).
+        let landed = fresh.written.saturating_sub(synced);
         let landed = usize::try_from(landed)
             .unwrap_or(usize::MAX)
-            .min(self.pending.len());
-        fresh.pending = self.pending.split_off(landed);
-        fresh.unsynced = true;
+            .min(held.len());
+        fresh.pending = held.split_off(landed);
+        fresh.unsynced = held;
         fresh.fsyncs += self.fsyncs;
         *self = fresh;
         Ok(())
@@ -734,4 +754,95 @@ pub fn read_records(bytes: &[u8]) -> (Format, Vec<(u64, Record)>, StreamEnd) {
 /// The framing is detected, so a Hearth root works too.
 pub fn replay_thermos_task(root: &Path, task_id: &str) -> Result<Replayed, CheckpointError> {
     replay_path(&root.join("checkpoints").join(task_id).join("runner"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{TaskState, TaskStatus};
+
+    fn status(at: i64) -> Record {
+        Record::Task(TaskStatus {
+            state: TaskState::Active,
+            timestamp_ms: at,
+            runner_pid: None,
+            runner_uid: None,
+            reason: None,
+            outcome: None,
+            cause: None,
+        })
+    }
+
+    /// The timestamps of the stream's task records, and how it ends.
+    fn stamps(path: &Path) -> (Vec<i64>, StreamEnd) {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let (_, records, end) = read_records(&bytes);
+        let stamps = records
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Record::Task(t) => Some(t.timestamp_ms),
+                _ => None,
+            })
+            .collect();
+        (stamps, end)
+    }
+
+    /// A stream with records 1 and 2 fsynced and 3 written but not synced; then the fsync fails
+    /// (poisoning the writer) and `damage` does to the file what the file system did.
+    fn failed_after_an_unsynced_write(
+        dir: &Path,
+        damage: impl FnOnce(&Path, u64),
+    ) -> (PathBuf, CheckpointWriter) {
+        let path = dir.join("runner");
+        let mut w = CheckpointWriter::create(&path, &RunnerHeader::default()).expect("create");
+        w.append(&status(1)).expect("append");
+        w.append(&status(2)).expect("append");
+        w.commit().expect("commit");
+        let synced = w.written;
+        w.append(&status(3)).expect("append");
+        w.write_out().expect("write out");
+        w.poisoned = true;
+        damage(&path, synced);
+        (path, w)
+    }
+
+    fn truncate(path: &Path, len: u64) {
+        let file = OpenOptions::new().write(true).open(path).expect("open");
+        file.set_len(len).expect("truncate");
+    }
+
+    #[test]
+    fn recover_writes_again_what_a_file_system_lost_of_the_unsynced_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Checked and mounted afresh: the unsynced record never reached the disk.
+        let (path, mut w) = failed_after_an_unsynced_write(dir.path(), truncate);
+        w.append(&status(4)).expect("append");
+        w.recover().expect("recover");
+        w.commit().expect("commit");
+        assert_eq!(stamps(&path), (vec![1, 2, 3, 4], StreamEnd::Clean));
+    }
+
+    #[test]
+    fn recover_cuts_back_a_partial_frame_and_writes_it_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, mut w) =
+            failed_after_an_unsynced_write(dir.path(), |p, synced| truncate(p, synced + 5));
+        w.recover().expect("recover");
+        w.commit().expect("commit");
+        assert_eq!(stamps(&path), (vec![1, 2, 3], StreamEnd::Clean));
+    }
+
+    #[test]
+    fn recover_does_not_repeat_unsynced_bytes_the_file_still_has() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, mut w) = failed_after_an_unsynced_write(dir.path(), |_, _| {});
+        w.append(&status(4)).expect("append");
+        w.recover().expect("recover");
+        let before = w.fsyncs;
+        w.commit().expect("commit");
+        assert_eq!(w.fsyncs, before + 1, "what landed unsynced is synced now");
+        assert_eq!(stamps(&path), (vec![1, 2, 3, 4], StreamEnd::Clean));
+        // Nothing held is left: a later failure has nothing of this to write again.
+        assert!(w.unsynced.is_empty() && w.pending.is_empty());
+    }
 }
