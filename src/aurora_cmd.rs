@@ -24,11 +24,7 @@ pub struct EvaluatedJob {
 /// Where the evaluator is: beside this executable (how both are built and installed), else on
 /// `PATH`.
 fn evaluator() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .map(|exe| exe.with_file_name(EVALUATOR))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from(EVALUATOR))
+    crate::run_cmd::beside_this_executable(EVALUATOR).unwrap_or_else(|| PathBuf::from(EVALUATOR))
 }
 
 /// Evaluate `path` with `--bind NAME=VALUE` arguments: every job of the file, or only `job`. The

@@ -110,7 +110,7 @@ pub fn hand_over(args: RunArgs, log_format: LogFormat) -> ExitCode {
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// `name` in the directory of the running executable, when it is a file there.
-fn beside_this_executable(name: &str) -> Option<PathBuf> {
+pub(crate) fn beside_this_executable(name: &str) -> Option<PathBuf> {
     std::env::current_exe()
         .ok()
         .map(|exe| exe.with_file_name(name))
