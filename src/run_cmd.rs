@@ -18,13 +18,6 @@ use std::process::ExitCode;
 use crate::aurora_cmd;
 use crate::logging::{self, LogFormat};
 
-/// The executable that runs tasks.
-pub const EXECUTOR: &str = "hearth-executor";
-
-/// The flag `hearth` puts first when it hands over: `hearth-executor` refuses to run for a
-/// `hearth` of another version (installed from another build).
-pub const EXPECT_VERSION: &str = "--expect-version";
-
 /// The arguments of `hearth run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -89,8 +82,8 @@ pub struct RunArgs {
 /// this process's own arguments; when it is not there, or cannot be run, run the task here.
 /// Logging is installed only when the run stays here (`hearth-executor` installs its own).
 pub fn hand_over(args: RunArgs, log_format: LogFormat) -> ExitCode {
-    if let Some(executor) = beside_this_executable(EXECUTOR) {
-        let mut argv: Vec<OsString> = vec![format!("{EXPECT_VERSION}={VERSION}").into()];
+    if let Some(executor) = beside_this_executable(hearth_executor::EXECUTABLE) {
+        let mut argv: Vec<OsString> = vec![hearth_executor::expect_version_arg().into()];
         argv.extend(std::env::args_os().skip(1));
         // Only returns on failure.
         let error = std::process::Command::new(&executor).args(argv).exec();
@@ -101,13 +94,13 @@ pub fn hand_over(args: RunArgs, log_format: LogFormat) -> ExitCode {
         );
     } else {
         logging::init(log_format);
-        tracing::debug!("no {EXECUTOR} beside this executable: running the task in this process");
+        tracing::debug!(
+            "no {} beside this executable: running the task in this process",
+            hearth_executor::EXECUTABLE
+        );
     }
     run(args)
 }
-
-/// This package's version: `hearth` and `hearth-executor` must be of the same build.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// `name` in the directory of the running executable, when it is a file there.
 pub(crate) fn beside_this_executable(name: &str) -> Option<PathBuf> {

@@ -26,6 +26,19 @@ pub mod supervise;
 
 pub use prepare::RunOptions;
 
+/// The executable that runs tasks, installed beside `hearth` (`src/bin/hearth-executor.rs` of
+/// the `hearth` package): `hearth run` hands over to it, and the agent starts it directly.
+pub const EXECUTABLE: &str = "hearth-executor";
+
+/// This build's version. `hearth-executor` runs only for a caller of the same build.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The argument a caller puts before `run` when it starts [`EXECUTABLE`]:
+/// `--expect-version=VERSION`, its own version, which `hearth-executor` checks against its own.
+pub fn expect_version_arg() -> String {
+    format!("--expect-version={VERSION}")
+}
+
 /// `hearth run`: prepare the task, then supervise it until it ends. Returns the exit code:
 /// 0 SUCCESS, 1 FAILED (or could not be started), 2 invalid config or usage (nothing created),
 /// 3 KILLED, 4 LOST (the executor could not go on supervising), 5 internal error (a bug).

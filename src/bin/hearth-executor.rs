@@ -5,16 +5,17 @@
 //! ```
 //!
 //! `hearth run` parses its arguments and replaces itself with this program, given the same
-//! arguments behind `--expect-version` (see `src/run_cmd.rs` for why): the task's executor and
-//! its keeper then map only the code they run. It takes exactly `hearth run`'s arguments, and
-//! refuses to run for a `hearth` of another version (exit 2), since the two are one build
-//! installed side by side.
+//! arguments behind `--expect-version` (see `src/run_cmd.rs` for why), and the agent starts it
+//! directly: the task's executor and its keeper then map only the code they run. It takes
+//! exactly `hearth run`'s arguments, and refuses to run for a `hearth` of another version
+//! (exit 2), since the two are one build installed side by side.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use hearth::logging;
-use hearth::run_cmd::{self, RunArgs, VERSION};
+use hearth::run_cmd::{self, RunArgs};
+use hearth_executor::{EXECUTABLE, VERSION};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,7 +49,7 @@ fn main() -> ExitCode {
         eprintln!(
             "hearth: {} is version {VERSION}, but hearth is {expected}: install both from the \
              same build",
-            run_cmd::EXECUTOR
+            EXECUTABLE
         );
         return ExitCode::from(2);
     }
