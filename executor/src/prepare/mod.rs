@@ -44,6 +44,7 @@ pub struct TaskUser {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary groups, listed only when `switch` is set (empty otherwise).
     pub groups: Vec<u32>,
     /// Whether the keeper must switch to this user before exec.
     pub switch: bool,
@@ -564,10 +565,16 @@ fn resolve_user(opts: &RunOptions, task: &TaskConfig) -> Result<TaskUser, Prepar
                 })?;
             let cname = std::ffi::CString::new(name.clone())
                 .map_err(|_| PrepareError::Usage(format!("user {name:?}: contains a NUL byte")))?;
-            let groups = nix::unistd::getgrouplist(&cname, u.gid)
-                .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
-                .unwrap_or_else(|_| vec![u.gid.as_raw()]);
             let switch = u.uid != me;
+            // Only a switch uses the groups. Listing them asks every group database of the host
+            // (glibc loads each NSS module for it), which cost most of a millisecond of start-up.
+            let groups = if switch {
+                nix::unistd::getgrouplist(&cname, u.gid)
+                    .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+                    .unwrap_or_else(|_| vec![u.gid.as_raw()])
+            } else {
+                Vec::new()
+            };
             Ok(TaskUser {
                 name,
                 uid: u.uid.as_raw(),

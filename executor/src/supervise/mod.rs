@@ -264,6 +264,10 @@ pub async fn supervise(
 
     loop {
         s.step();
+        if matches!(s.checks, Checks::NotStarted) && matches!(s.phase, Phase::Active) {
+            // In the first turn, so that its status update shares the turn's fsync.
+            s.start_checks();
+        }
         if let Some(post) = s.pending_post() {
             s.flush().await?;
             let outcome = poster
@@ -273,10 +277,6 @@ pub async fn supervise(
             s.step();
         }
         s.flush().await?;
-        if matches!(s.checks, Checks::NotStarted) && matches!(s.phase, Phase::Active) {
-            s.start_checks();
-            s.flush().await?;
-        }
         if s.stall.is_none()
             && let Some(ending) = s.finished()
         {
@@ -624,11 +624,21 @@ impl Supervisor {
         };
     }
 
+    /// What is left of the task. The cgroup is read only when no regular run is live: until then
+    /// its answer cannot change a decision, and reading every hierarchy's member list on each
+    /// turn of a teardown took CPU from the processes being stopped.
     fn left(&mut self) -> Left {
+        let regular = self.regular_running();
+        let cgroup_empty = if regular == 0 {
+            self.cgroup_empty()
+        } else {
+            self.stray_check = None;
+            false
+        };
         Left {
-            regular: self.regular_running(),
+            regular,
             all: self.running_count(),
-            cgroup_empty: self.cgroup_empty(),
+            cgroup_empty,
         }
     }
 

@@ -160,7 +160,8 @@ pub struct Left {
     pub regular: usize,
     /// Every run FORKED or RUNNING, final ones included.
     pub all: usize,
-    /// The cgroup holds no process the executor does not track as running.
+    /// The cgroup holds no process the executor does not track as running. Looked at only when
+    /// `regular` is 0 (false otherwise), the one case where it decides anything.
     pub cgroup_empty: bool,
 }
 
