@@ -3,7 +3,7 @@
 //! the task's user, and the descriptors a forked keeper must not keep.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::RawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -63,12 +63,35 @@ pub fn rename_process(task_id: &str) {
     let mut title = format!("hearth-keeper {task_id}").into_bytes();
     title.truncate(len.saturating_sub(1));
     title.resize(len, 0);
-    if let Ok(mut mem) = OpenOptions::new().write(true).open("/proc/self/mem") {
-        use std::io::{Seek, SeekFrom};
-        if mem.seek(SeekFrom::Start(start)).is_ok() {
-            let _ = mem.write_all(&title);
-        }
+    let Ok(mut mem) = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/proc/self/mem")
+    else {
+        return;
+    };
+    // Only when that memory holds our own arguments: under a program that runs us inside its
+    // own process (valgrind), it holds that program's, which it passes on at every exec.
+    let mut now = vec![0; len];
+    if mem.seek(SeekFrom::Start(start)).is_err()
+        || mem.read_exact(&mut now).is_err()
+        || now != own_arguments()
+        || mem.seek(SeekFrom::Start(start)).is_err()
+    {
+        return;
     }
+    let _ = mem.write_all(&title);
+}
+
+/// This process's arguments as the kernel lays them out: each followed by a NUL.
+fn own_arguments() -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    for arg in std::env::args_os() {
+        out.extend_from_slice(arg.as_bytes());
+        out.push(0);
+    }
+    out
 }
 
 /// The parent pid and process group of `pid` (`/proc/<pid>/stat` fields 4 and 5).
