@@ -156,6 +156,9 @@ pub struct CheckpointWriter {
     poisoned: bool,
     /// Bytes of the file that `pending` follows (the file's length as this writer left it).
     written: u64,
+    /// Created by [`CheckpointWriter::create_unsynced`] and not committed since: the next
+    /// commit also fsyncs the directory, so that the file's entry is durable with its records.
+    entry_unsynced: bool,
 }
 
 fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> CheckpointError + 'p {
@@ -212,6 +215,7 @@ impl CheckpointWriter {
             fsyncs: 0,
             poisoned: false,
             written: 0,
+            entry_unsynced: false,
         };
         w.append(&Record::Header(header.clone()))?;
         for record in first {
@@ -219,6 +223,33 @@ impl CheckpointWriter {
         }
         w.commit()?;
         sync_parent(path)?;
+        Ok(w)
+    }
+
+    /// Create a new stream (failing if the file exists) holding the file header and `header`,
+    /// written out but not synced: for a stream nobody needs durable until its first record
+    /// (the keeper's, whose header alone tells nothing). The first
+    /// [`commit`](Self::commit) fsyncs the file and its directory, so that what it made durable
+    /// is found after a machine crash; until then, a machine crash may leave no file, or an
+    /// empty one.
+    pub fn create_unsynced(path: &Path, header: &RunnerHeader) -> Result<Self, CheckpointError> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(path)
+            .map_err(io_err("create", path))?;
+        let mut w = CheckpointWriter {
+            file,
+            path: path.to_owned(),
+            pending: file_header().to_vec(),
+            unsynced: Vec::new(),
+            fsyncs: 0,
+            poisoned: false,
+            written: 0,
+            entry_unsynced: true,
+        };
+        w.append(&Record::Header(header.clone()))?;
+        w.write_out()?;
         Ok(w)
     }
 
@@ -263,6 +294,7 @@ impl CheckpointWriter {
             fsyncs: 0,
             poisoned: false,
             written: bytes.len() as u64,
+            entry_unsynced: false,
         };
         match framing.end {
             StreamEnd::Clean | StreamEnd::Invalid { .. } => {}
@@ -325,10 +357,17 @@ impl CheckpointWriter {
     /// appended so far is durable.
     pub fn commit(&mut self) -> Result<(), CheckpointError> {
         self.write_out()?;
-        if self.unsynced.is_empty() {
-            return Ok(());
+        if !self.unsynced.is_empty() {
+            self.sync()?;
         }
-        self.sync()
+        if self.entry_unsynced {
+            if let Err(e) = sync_parent(&self.path) {
+                self.poisoned = true;
+                return Err(e);
+            }
+            self.entry_unsynced = false;
+        }
+        Ok(())
     }
 
     /// Write every buffered record to the file without an fsync: they survive this process's
@@ -399,6 +438,7 @@ impl CheckpointWriter {
         fresh.pending = held.split_off(landed);
         fresh.unsynced = held;
         fresh.fsyncs += self.fsyncs;
+        fresh.entry_unsynced = self.entry_unsynced;
         *self = fresh;
         Ok(())
     }
@@ -809,6 +849,28 @@ mod tests {
     fn truncate(path: &Path, len: u64) {
         let file = OpenOptions::new().write(true).open(path).expect("open");
         file.set_len(len).expect("truncate");
+    }
+
+    #[test]
+    fn a_stream_created_unsynced_is_synced_with_its_directory_by_the_first_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keeper");
+        let mut w =
+            CheckpointWriter::create_unsynced(&path, &RunnerHeader::default()).expect("create");
+        assert_eq!(w.fsyncs, 0, "creation syncs nothing");
+        assert!(w.entry_unsynced);
+        // Written out at creation: readable by another process at once.
+        assert_eq!(stamps(&path), (vec![], StreamEnd::Clean));
+        w.commit().expect("commit");
+        assert_eq!(
+            w.fsyncs, 1,
+            "the header's bytes are synced by the first commit"
+        );
+        assert!(!w.entry_unsynced, "and so is the directory entry");
+        w.append(&status(1)).expect("append");
+        w.commit().expect("commit");
+        assert_eq!(w.fsyncs, 2);
+        assert_eq!(stamps(&path), (vec![1], StreamEnd::Clean));
     }
 
     #[test]

@@ -159,6 +159,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_command_line_becomes_hearth_keeper_and_the_task_id() -> Result<(), std::io::Error> {
+        // The kernel's command line is what the guard compares against before rewriting it.
+        assert_eq!(std::fs::read("/proc/self/cmdline")?, own_arguments());
+        rename_process("t1");
+        let cmdline = std::fs::read("/proc/self/cmdline")?;
+        assert!(
+            cmdline.starts_with(b"hearth-keeper t1\0"),
+            "{:?}",
+            String::from_utf8_lossy(&cmdline)
+        );
+        Ok(())
+    }
+
+    #[test]
     fn start_ticks_are_field_22_even_when_the_command_name_holds_spaces_and_parens() {
         let line = b"4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
                      987654 1000 200 18446744073709551615";

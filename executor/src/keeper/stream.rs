@@ -1,5 +1,7 @@
 //! The keeper's own checkpoint stream (`checkpoints/<task_id>/keeper`): opened (or created) at
-//! start, and made durable before any exit is reported.
+//! start, and made durable before any exit is reported. A new stream is not synced at creation:
+//! its header alone records nothing, and the first exit's commit syncs the file and its
+//! directory (which keeps two fsyncs off the launch path).
 
 use std::io;
 use std::time::Duration;
@@ -24,7 +26,7 @@ pub(super) fn open(paths: &KeeperPaths) -> io::Result<CheckpointWriter> {
             launch_time_ms: (now_secs() * 1000.0) as i64,
             ..RunnerHeader::default()
         };
-        CheckpointWriter::create(&paths.stream, &header)
+        CheckpointWriter::create_unsynced(&paths.stream, &header)
     }
     .map_err(io::Error::other)
 }

@@ -242,10 +242,16 @@ pub async fn supervise(
         "the keeper answered"
     );
     s.keeper_pid = Some(hello.keeper_pid);
-    let stream = s.p.keeper_stream.clone();
-    let recorded = tokio::task::spawn_blocking(move || runs::keeper_stream_exits(&stream))
-        .await
-        .unwrap_or_default();
+    let recorded = if s.p.recovering || !hello.children.is_empty() || !hello.exits.is_empty() {
+        let stream = s.p.keeper_stream.clone();
+        tokio::task::spawn_blocking(move || runs::keeper_stream_exits(&stream))
+            .await
+            .unwrap_or_default()
+    } else {
+        // A new task whose keeper holds nothing: its stream has no exit to read, and the blocking
+        // thread that would find that out would be started on the launch path.
+        Default::default()
+    };
     s.reconcile(
         KeeperState {
             keeper_pid: hello.keeper_pid,
