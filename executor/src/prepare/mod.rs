@@ -299,18 +299,21 @@ pub fn prepare_with_token_file(
     keeper::create_dirs_owned(&log_dir, user.switch.then_some((user.uid, user.gid)))
         .map_err(io_err("create log directory", &log_dir))?;
 
-    write_task_config(&root, &task_id, &task)?;
-
     let (cgroup, cgroup_warning, cgroup_created) = setup_cgroup(plan, &task_id, &task, recovering)?;
 
     // From here on, a failure removes the cgroup this start created — never one a recovering
     // start re-attached to, where the task's processes live.
+    let undo = |failure| match cgroup.as_ref().filter(|_| cgroup_created) {
+        Some(cg) => undo_cgroup(failure, cg),
+        None => failure,
+    };
     let keeper_stream = root.keeper_path(&task_id);
-    let keeper_addr = find_or_start_keeper(&task_id, &ckpt_dir, &keeper_stream, cgroup.as_ref())
-        .map_err(|failure| match cgroup.as_ref().filter(|_| cgroup_created) {
-            Some(cg) => undo_cgroup(failure, cg),
-            None => failure,
-        })?;
+    let keeper_addr =
+        find_or_start_keeper(&task_id, &ckpt_dir, &keeper_stream, cgroup.as_ref()).map_err(undo)?;
+    // Written while the new keeper starts, not before it (its two fsyncs then overlap the
+    // keeper's start-up). Should it fail, the keeper, which has no child and no client, exits
+    // on its own after `keeper::IDLE_EXIT`.
+    write_task_config(&root, &task_id, &task).map_err(undo)?;
 
     Ok(Prepared {
         task_id,

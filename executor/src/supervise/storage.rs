@@ -12,9 +12,9 @@ use crate::keeper::protocol::Request;
 use crate::prepare::now_ms;
 
 /// Checkpoint writes are failing. Supervision goes on: exits are taken in, decisions are made and
-/// recorded in memory, but nothing that needs its record first — spawn requests (written out),
-/// acknowledgements to the keeper, status updates, progress lines, the task's end (durable) — is
-/// acted on until a retry succeeds. Kills proceed (they need no record).
+/// recorded in memory, but nothing that needs its record durable first — spawn requests,
+/// acknowledgements to the keeper, status updates, progress lines, the task's end — is acted on
+/// until a retry succeeds. Kills proceed (they need no record).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Stall {
     since: Instant,
@@ -32,16 +32,17 @@ const STALL_MAX_RETRY: Duration = Duration::from_secs(5);
 impl Supervisor {
     /// Make the turn durable, then act on it: send requests, print lines.
     ///
-    /// The turn's records are written out first. Spawn requests go to the keeper right then,
-    /// before any fsync, so that the keeper forks while the disk syncs: a FORKED record needs to
-    /// outlive this executor, which written-out records do (only a machine crash loses them, and
-    /// that ends the task's processes too), and a spawn request is idempotent by process and
-    /// run. Everything else — progress lines, status updates, acknowledgements, signals — waits
-    /// for one fsync of the whole turn. A turn with nothing but spawns and bookkeeping (a snooze
-    /// event, the scheduler's acknowledgement: an update whose acknowledgement was lost is
-    /// re-sent and applied once, by its sequence number) is not synced on its own; the next
-    /// commit covers it.
+    /// A turn whose only effects are spawn requests — nothing printed, reported, acknowledged or
+    /// signalled — is written out without an fsync. Its records (FORKED ones, or bookkeeping
+    /// such as a snooze event or the scheduler's acknowledgement) then outlive this executor,
+    /// which is what recovery needs; only a machine crash loses them, and that ends the task's
+    /// processes too (a spawn request is idempotent; an update whose acknowledgement was lost is
+    /// re-sent and applied once, by its sequence number). Every other turn is committed with one
+    /// fsync first.
     pub(super) async fn flush(&mut self) -> Result<(), SuperviseError> {
+        let only_spawns = self.progress.is_empty()
+            && !self.reports.has_out()
+            && self.outbox.iter().all(|r| matches!(r, Request::Spawn(_)));
         if let Some(st) = self.stall
             && Instant::now() < st.retry_at
         {
@@ -52,27 +53,22 @@ impl Supervisor {
         } else {
             Ok(())
         }
-        .and_then(|()| self.p.writer.write_out());
+        .and_then(|()| {
+            if only_spawns {
+                self.p.writer.write_out()
+            } else {
+                self.p.writer.commit()
+            }
+        });
         if let Err(e) = written {
-            self.stalled(&e);
-            return Ok(());
-        }
-        let (spawns, rest): (Vec<Request>, Vec<Request>) = std::mem::take(&mut self.outbox)
-            .into_iter()
-            .partition(|r| matches!(r, Request::Spawn(_)));
-        self.outbox = rest;
-        if !spawns.is_empty() {
-            crate::failpoint::reached(crate::failpoint::AFTER_FORKED);
-            self.link.send(&spawns).await?;
-        }
-        let needs_sync =
-            !self.progress.is_empty() || self.reports.has_out() || !self.outbox.is_empty();
-        if needs_sync && let Err(e) = self.p.writer.commit() {
             self.stalled(&e);
             return Ok(());
         }
         if let Some(st) = self.stall.take() {
             self.stall_ended(st);
+        }
+        if self.outbox.iter().any(|r| matches!(r, Request::Spawn(_))) {
+            crate::failpoint::reached(crate::failpoint::AFTER_FORKED);
         }
         self.reports.send_out();
         let outbox = std::mem::take(&mut self.outbox);
