@@ -570,7 +570,8 @@ fn resolve_user(opts: &RunOptions, task: &TaskConfig) -> Result<TaskUser, Prepar
                 .map_err(|_| PrepareError::Usage(format!("user {name:?}: contains a NUL byte")))?;
             let switch = u.uid != me;
             // Only a switch uses the groups. Listing them asks every group database of the host
-            // (glibc loads each NSS module for it), which cost most of a millisecond of start-up.
+            // (glibc loads each of its NSS modules to do so), which is start-up time for nothing
+            // when the task runs as the executor's own user.
             let groups = if switch {
                 nix::unistd::getgrouplist(&cname, u.gid)
                     .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
