@@ -156,8 +156,8 @@ pub struct CheckpointWriter {
     poisoned: bool,
     /// Bytes of the file that `pending` follows (the file's length as this writer left it).
     written: u64,
-    /// Created by [`CheckpointWriter::create_unsynced`] and not committed since: the next
-    /// commit also fsyncs the directory, so that the file's entry is durable with its records.
+    /// Created by this writer and not committed since: the next commit also fsyncs the
+    /// directory, so that the file's entry is durable with its records.
     entry_unsynced: bool,
 }
 
@@ -202,27 +202,8 @@ impl CheckpointWriter {
         header: &RunnerHeader,
         first: &[Record],
     ) -> Result<Self, CheckpointError> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(path)
-            .map_err(io_err("create", path))?;
-        let mut w = CheckpointWriter {
-            file,
-            path: path.to_owned(),
-            pending: file_header().to_vec(),
-            unsynced: Vec::new(),
-            fsyncs: 0,
-            poisoned: false,
-            written: 0,
-            entry_unsynced: false,
-        };
-        w.append(&Record::Header(header.clone()))?;
-        for record in first {
-            w.append(record)?;
-        }
+        let mut w = Self::create_new(path, header, first)?;
         w.commit()?;
-        sync_parent(path)?;
         Ok(w)
     }
 
@@ -233,6 +214,18 @@ impl CheckpointWriter {
     /// is found after a machine crash; until then, a machine crash may leave no file, or an
     /// empty one.
     pub fn create_unsynced(path: &Path, header: &RunnerHeader) -> Result<Self, CheckpointError> {
+        let mut w = Self::create_new(path, header, &[])?;
+        w.write_out()?;
+        Ok(w)
+    }
+
+    /// A new file holding the file header, `header` and `first`, buffered; its directory entry
+    /// is synced by the first commit.
+    fn create_new(
+        path: &Path,
+        header: &RunnerHeader,
+        first: &[Record],
+    ) -> Result<Self, CheckpointError> {
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)
@@ -249,7 +242,9 @@ impl CheckpointWriter {
             entry_unsynced: true,
         };
         w.append(&Record::Header(header.clone()))?;
-        w.write_out()?;
+        for record in first {
+            w.append(record)?;
+        }
         Ok(w)
     }
 
